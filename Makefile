@@ -1,0 +1,49 @@
+# rlreason: `make demo` and `make test` are the two commands; everything else is optional.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+STAMP := $(VENV)/.installed
+SHARED_DATA := $(abspath ../shared/data)
+export RLREASON_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)/README.md),$(SHARED_DATA),)
+export OMP_NUM_THREADS ?= 2
+export TOKENIZERS_PARALLELISM ?= false
+export WANDB_SILENT ?= true
+export HF_HUB_DISABLE_TELEMETRY ?= 1
+PYTEST_ARGS ?=
+
+.PHONY: install system demo demo-full test test-slow bench bench-rewards clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) system
+
+# System packages the sandbox uses (bubblewrap); best effort, only where apt and root are available.
+system:
+	@bash scripts/install-system.sh
+
+demo: install
+	$(VENV)/bin/rlreason demo
+
+demo-full: install
+	$(VENV)/bin/rlreason demo --full
+
+test: install
+	$(PY) -m pytest -m "not slow" -q $(PYTEST_ARGS)
+
+test-slow: install
+	$(PY) -m pytest -m slow -q $(PYTEST_ARGS)
+
+bench: install
+	$(PY) -m benchmarks.bench_grpo
+
+bench-rewards: install
+	$(PY) -m benchmarks.bench_rewards
+
+clean:
+	rm -rf runs .pytest_cache

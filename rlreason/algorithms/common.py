@@ -1,0 +1,124 @@
+"""What every algorithm does around its training loop: data, model path, resume, config, eval, tracking."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transformers.trainer_utils import get_last_checkpoint
+
+from rlreason.config import dump_json
+from rlreason.tracking import announce_wandb, setup_wandb, wandb_run_dir
+
+
+def load_rows(args, split: str, limit: int | None = None):
+    """The recipe's task rows for one split (hub name or local file in dataset_name).
+
+    The task's own seed lives in task_options, apart from the training seed, so that every stage
+    of a run is evaluated on the same held-out problems."""
+    from rlreason.tasks import load_task
+
+    return load_task(
+        args.task,
+        split,
+        path=args.dataset_name,
+        limit=limit,
+        system_prompt=args.system_prompt,
+        answer_instruction=args.answer_instruction,
+        **args.task_options,
+    )
+
+
+def prepare_model_path(args, output_dir: str) -> str:
+    """model_name_or_path, or a tiny model built once under output_dir/base-model when the recipe asks."""
+    if args.model_name_or_path:
+        return args.model_name_or_path
+    from rlreason.models.tiny import build_tiny, task_texts
+
+    path = Path(output_dir) / "base-model"
+    if not (path / "config.json").is_file():
+        options = dict(args.tiny_model or {})
+        build_tiny(str(path), texts=task_texts(args.task, **args.task_options), **options)
+    return str(path)
+
+
+def resolve_resume(targs) -> str | None:
+    """resume_from_checkpoint: a path, or true/last for the newest checkpoint in output_dir (if any)."""
+    value = targs.resume_from_checkpoint
+    if value is None or str(value).lower() in ("false", "none", ""):
+        return None
+    if str(value).lower() in ("true", "last"):
+        out = Path(targs.output_dir)
+        return get_last_checkpoint(str(out)) if out.is_dir() else None
+    if not Path(value).is_dir():
+        raise FileNotFoundError(f"resume_from_checkpoint: no checkpoint folder at {value}")
+    return value
+
+
+def start_run(recipe) -> None:
+    """Save the resolved configuration and point wandb at the output directory."""
+    targs = recipe.training_args
+    Path(targs.output_dir).mkdir(parents=True, exist_ok=True)
+    if targs.process_index == 0:
+        recipe.save(targs.output_dir)
+    setup_wandb(targs.report_to, targs.output_dir, targs.run_name)
+
+
+def evaluate_after_train(recipe, model, tokenizer) -> dict | None:
+    """Greedy accuracy of the trained model on the recipe's test split, written to eval.json."""
+    args, targs = recipe.args, recipe.training_args
+    if not args.eval_after_train:
+        return None
+    from rlreason.evaluation import evaluate_greedy
+
+    rows = load_rows(args, args.dataset_test_split, args.max_eval_samples)
+    reward = args.reward_funcs[0] if args.reward_funcs else "rewards.math.accuracy"
+    result = evaluate_greedy(model, tokenizer, rows, max_completion_length=args.eval_max_completion_length,
+                             reward=reward)
+    dump_json(result, Path(targs.output_dir) / "eval.json")
+    log_eval(targs.output_dir, {"eval/accuracy": result["accuracy"], "eval/n": result["n"]})
+    print(f"held-out greedy accuracy: {result['accuracy']:.3f} on {result['n']} problems")
+    return result
+
+
+def log_eval(output_dir: str, metrics: dict) -> None:
+    """Evaluation scalars go where the training scalars went: metrics.jsonl and the wandb run."""
+    from rlreason.tracking import MetricsJsonl, read_metrics
+
+    history = read_metrics(Path(output_dir) / "metrics.jsonl")
+    step = history[-1]["step"] if history else 0
+    MetricsJsonl(Path(output_dir) / "metrics.jsonl").write(step, metrics)
+    try:
+        import wandb
+    except ImportError:
+        return
+    if wandb.run is not None:
+        wandb.log(metrics)
+
+
+def run_training(trainer, targs) -> None:
+    """trainer.train with resume, saving a checkpoint and exiting with 143 when SIGTERM/SIGUSR1 arrives."""
+    from rlreason.preemption import EXIT_CODE, SaveOnSignal
+
+    guard = SaveOnSignal()
+    trainer.add_callback(guard)
+    trainer.train(resume_from_checkpoint=resolve_resume(targs))
+    if guard.received is not None:
+        print(f"rlreason: stopped by signal {guard.received} at step {trainer.state.global_step}; checkpoint saved, "
+              f"resume with resume_from_checkpoint=true", flush=True)
+        raise SystemExit(EXIT_CODE)
+
+
+def finish_run(recipe, trainer, output_dir: Path) -> str:
+    """After training: evaluate on the main process, close wandb with the one line saying where it is."""
+    if trainer.is_world_process_zero():
+        model = trainer.model
+        if hasattr(model, "merge_and_unload"):  # evaluate the adapter as it will be used
+            model = model.eval()
+        evaluate_after_train(recipe, model, trainer.processing_class)
+    run_dir = wandb_run_dir()
+    if run_dir and trainer.is_world_process_zero():
+        import wandb
+
+        wandb.finish()
+        announce_wandb(run_dir)
+    return str(output_dir)

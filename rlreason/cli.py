@@ -1,0 +1,70 @@
+"""The command line: `rlreason train RECIPE [key=value ...]`, `rlreason eval ...`, `rlreason demo`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rlreason.config import RecipeError, fail, load_recipe
+
+USAGE = """rlreason train RECIPE.yaml [key=value | --key value ...]
+       rlreason eval --model PATH --task NAME [options]   (rlreason eval --help)
+       rlreason demo [--algorithms grpo,ppo,star,score] [--full] [--output_dir runs/demo]"""
+
+
+def train(argv: list[str]) -> str:
+    """Parse and check the whole recipe first; only then import the trainer and start."""
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        raise SystemExit(0 if argv else 2)
+    try:
+        recipe = load_recipe(argv[0], argv[1:])
+    except RecipeError as e:
+        fail(str(e))
+    from rlreason.algorithms import ALGORITHMS
+
+    _, train_fn = ALGORITHMS[recipe.args.algorithm]
+    try:
+        return train_fn(recipe)
+    except (RecipeError, FileNotFoundError) as e:
+        fail(str(e))
+
+
+def demo(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="rlreason demo", description="SFT cold start, then RL, on the offline task.")
+    parser.add_argument("--algorithms", default=None,
+                        help="comma-separated stages to run after SFT (default: grpo when available)")
+    parser.add_argument("--output_dir", default=None, help="default runs/demo (runs/demo-full with --full)")
+    parser.add_argument("--full", action="store_true", help="the full findings report (all algorithms)")
+    parser.add_argument("--seed", type=int, default=0)
+    ns = parser.parse_args(argv)
+    from rlreason.demo import run_demo
+
+    try:
+        run_demo(algorithms=ns.algorithms, output_dir=ns.output_dir, full=ns.full, seed=ns.seed)
+    except RecipeError as e:
+        fail(str(e))
+
+
+def evaluate(argv: list[str]) -> None:
+    from rlreason.evaluation import main as eval_main
+
+    eval_main(argv)
+
+
+COMMANDS = {"train": train, "eval": evaluate, "demo": demo}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        raise SystemExit(0 if argv else 2)
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        fail(f"unknown command '{command}': valid choices are {', '.join(COMMANDS)}")
+    COMMANDS[command](rest)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,205 @@
+"""Evaluating a policy on task rows: greedy accuracy, and sampled pass@k / maj@k / agreement.
+
+Completions come from rlreason.rollout.generate and are scored by a reward function with TRL's signature
+(rewards.math.accuracy for math, rewards.code.unit_tests for code). A completion is correct when the reward
+gives it full marks (>= 1); rows where the reward returns None (does not apply) are left out of the metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from rlreason.evaluation import metrics
+
+DEFAULT_REWARD = "rewards.math.accuracy"
+SHOWN_SAMPLES = 8  # completions kept in the result (and eval.json) for reading
+
+
+def resolve_reward(reward: str | Callable) -> Callable:
+    """A reward callable from a name ("rewards.math.accuracy", "module:function", "file.py:function")."""
+    if callable(reward):
+        return reward
+    if not isinstance(reward, str):
+        raise ValueError(f"reward must be a reward name or a callable, got {type(reward).__name__}")
+    import rewards
+
+    return rewards.get_reward(reward)
+
+
+def as_rows(rows) -> list[dict]:
+    """Task rows (a list of dicts or a datasets.Dataset) as a list of dicts, checked for a prompt column."""
+    rows = [dict(r) for r in rows]
+    if not rows:
+        raise ValueError("no rows to evaluate: the task split is empty (check --split / --limit)")
+    if "prompt" not in rows[0]:
+        raise ValueError(f"rows need a 'prompt' column (chat messages); got columns {sorted(rows[0])}")
+    return rows
+
+
+def is_math(rows: Sequence[dict]) -> bool:
+    """Rows with a gold final answer: majority voting over extracted answers applies."""
+    return all(r.get("answer") not in (None, "") for r in rows)
+
+
+def score(rows: Sequence[dict], completions: Sequence[str], reward: Callable) -> list[float | None]:
+    """The reward for each completion, given the rows it answers (one row per completion)."""
+    if len(rows) != len(completions):
+        raise ValueError(f"score: {len(rows)} rows but {len(completions)} completions")
+    prompts = [r["prompt"] for r in rows]
+    columns = {key: [r.get(key) for r in rows] for key in rows[0] if key != "prompt"}
+    scores = list(reward(prompts, list(completions), **columns))
+    if len(scores) != len(completions):
+        raise ValueError(f"reward returned {len(scores)} scores for {len(completions)} completions")
+    return scores
+
+
+def is_correct(value: float | None) -> bool:
+    return value is not None and float(value) >= 1.0 - 1e-6
+
+
+def prompt_text(prompt) -> str:
+    """The last user message of a chat prompt (or the prompt string), for display."""
+    if isinstance(prompt, str):
+        return prompt
+    users = [m["content"] for m in prompt if m.get("role") == "user"]
+    return users[-1] if users else str(prompt[-1].get("content", ""))
+
+
+def generate_texts(model, tokenizer, prompts: list, *, num_generations: int = 1, max_completion_length: int = 256,
+                   do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
+                   batch_size: int = 64, progress: bool = True, desc: str = "generating") -> tuple[list[str], list[bool]]:
+    """Completions (num_generations per prompt, grouped by prompt) and their truncation flags, in batches
+    of about batch_size sequences with a progress bar; the model is put in eval mode and restored after."""
+    from rlreason.rollout import generate
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    per_batch = max(1, batch_size // num_generations)
+    texts: list[str] = []
+    truncated: list[bool] = []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            starts = range(0, len(prompts), per_batch)
+            for start in tqdm(starts, desc=desc, disable=not progress, unit="batch"):
+                out = generate(model, tokenizer, prompts[start:start + per_batch], num_generations=num_generations,
+                               max_completion_length=max_completion_length, temperature=temperature, top_p=top_p,
+                               top_k=top_k, do_sample=do_sample)
+                texts.extend(out.texts)
+                truncated.extend(bool(t) for t in out.truncated.tolist())
+    finally:
+        model.train(was_training)
+    return texts, truncated
+
+
+def extract(text: str, gold: str | None = None) -> str | None:
+    """The completion's final answer, extracted as rewards.math.accuracy does for this gold answer (falling
+    back to the last number in the text when the gold answer is a number), so votes match the scoring."""
+    from rewards.extract import to_number
+    from rewards.math import extract_answer
+
+    return extract_answer(text, last_number=gold is not None and to_number(str(gold)) is not None)
+
+
+def _equal(pred: str, gold: str) -> bool:
+    from rewards.math import answers_equal
+
+    return answers_equal(pred, gold)
+
+
+def _sample(row: dict, completion: str, value: float | None, math_task: bool) -> dict:
+    return {"id": row.get("id"), "prompt": prompt_text(row["prompt"]), "completion": completion,
+            "answer": row.get("answer"), "predicted": extract(completion, row.get("answer")) if math_task else None,
+            "reward": value, "correct": is_correct(value)}
+
+
+def evaluate_greedy(model, tokenizer, rows, *, max_completion_length: int = 256, batch_size: int = 64,
+                    reward: str | Callable = DEFAULT_REWARD, progress: bool = True,
+                    num_shown: int = SHOWN_SAMPLES) -> dict:
+    """Greedy-decoding accuracy: {"accuracy", "n", "n_skipped", "truncated", "mean_completion_chars", "samples"}."""
+    rows = as_rows(rows)
+    reward_fn = resolve_reward(reward)
+    texts, truncated = generate_texts(model, tokenizer, [r["prompt"] for r in rows], do_sample=False,
+                                      max_completion_length=max_completion_length, batch_size=batch_size,
+                                      progress=progress, desc="greedy")
+    values = score(rows, texts, reward_fn)
+    scored = [is_correct(v) for v in values if v is not None]
+    math_task = is_math(rows)
+    return {
+        "accuracy": sum(scored) / len(scored) if scored else float("nan"),
+        "n": len(scored),
+        "n_skipped": len(values) - len(scored),
+        "truncated": sum(truncated) / len(truncated),
+        "mean_completion_chars": sum(len(t) for t in texts) / len(texts),
+        "correct": [None if v is None else is_correct(v) for v in values],
+        "samples": [_sample(r, t, v, math_task) for r, t, v in list(zip(rows, texts, values))[:num_shown]],
+    }
+
+
+def evaluate_sampled(model, tokenizer, rows, *, n: int = 8, ks: Sequence[int] = (1, 2, 4, 8),
+                     temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, max_completion_length: int = 256,
+                     batch_size: int = 64, reward: str | Callable = DEFAULT_REWARD, progress: bool = True,
+                     agreement_bins: int = 4, num_shown: int = SHOWN_SAMPLES) -> dict:
+    """n samples per problem: unbiased pass@k, maj@k self-consistency and accuracy per agreement bucket.
+
+    maj@k (math rows only: they carry a gold `answer`) votes over extracted final answers, grouping
+    equivalent ones with rewards.math.answers_equal; for k < n it averages over the n // k disjoint blocks
+    of k samples (see metrics.maj_at_k). Agreement is the majority's share of all n samples; the buckets
+    report the accuracy of the maj@n answer per agreement range."""
+    ks = sorted({int(k) for k in ks})
+    if n < 1 or not ks or ks[0] < 1 or ks[-1] > n:
+        raise ValueError(f"need n >= every k >= 1; got n={n}, ks={ks} (raise --n or lower --ks)")
+    rows = as_rows(rows)
+    reward_fn = resolve_reward(reward)
+    texts, truncated = generate_texts(model, tokenizer, [r["prompt"] for r in rows], num_generations=n,
+                                      do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k,
+                                      max_completion_length=max_completion_length, batch_size=batch_size,
+                                      progress=progress, desc=f"sampling {n} per problem")
+    expanded = [r for r in rows for _ in range(n)]
+    values = score(expanded, texts, reward_fn)
+    math_task = is_math(rows)
+    per_problem = []  # (row index, correctness flags, extracted answers)
+    for i in range(len(rows)):
+        group = values[i * n:(i + 1) * n]
+        if any(v is None for v in group):
+            continue
+        answers = [extract(t, rows[i]["answer"]) for t in texts[i * n:(i + 1) * n]] if math_task else None
+        per_problem.append((i, [is_correct(v) for v in group], answers))
+    if not per_problem:
+        raise ValueError("the reward applied to none of the rows (it returned None everywhere): check --reward")
+    flags = [c for _, c, _ in per_problem]
+    result = {
+        "n": len(per_problem), "n_skipped": len(rows) - len(per_problem), "num_samples": n, "ks": ks,
+        "temperature": temperature, "truncated": sum(truncated) / len(truncated),
+        "sample_accuracy": sum(map(sum, flags)) / (n * len(flags)),
+        "pass_at_k": {str(k): metrics.mean_pass_at_k(flags, k) for k in ks},
+    }
+    if math_task:
+        equal = _cached(_equal)
+        result["maj_at_k"] = {str(k): sum(metrics.maj_at_k(a, c, k, equal) for _, c, a in per_problem) / len(flags)
+                              for k in ks}
+        agreements = [metrics.agreement(a, equal) for _, _, a in per_problem]
+        majority_right = [metrics.maj_at_k(a, c, n, equal) == 1.0 for _, c, a in per_problem]
+        result["mean_agreement"] = sum(agreements) / len(agreements)
+        result["agreement_buckets"] = metrics.agreement_buckets(agreements, majority_right, agreement_bins)
+    shown = [_sample(rows[i], texts[i * n + j], values[i * n + j], math_task)
+             for i, _, _ in per_problem[:num_shown] for j in range(min(n, 2))][:num_shown]
+    result["samples"] = shown
+    return result
+
+
+def _cached(equal: Callable[[str, str], bool]) -> Callable[[str, str], bool]:
+    """Memoise an answer-equivalence test: votes compare the same few strings many times."""
+    memo: dict[tuple[str, str], bool] = {}
+
+    def wrapped(a: str, b: str) -> bool:
+        if (a, b) not in memo:
+            memo[(a, b)] = memo[(b, a)] = bool(equal(a, b))
+        return memo[(a, b)]
+
+    return wrapped
+

@@ -1,0 +1,132 @@
+"""Metrics over sampled answers: unbiased pass@k, maj@k self-consistency, agreement buckets, SCoRe deltas.
+
+Pure functions over lists of correctness flags and extracted answers; the answer-equivalence test is
+injected (rewards.math.answers_equal in practice) so this module stays free of any verifier.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c are correct (Chen et al. 2021): 1 - C(n-c, k) / C(n, k).
+
+    Computed as a product to stay exact-ish and overflow-free for large n."""
+    if not 0 <= c <= n:
+        raise ValueError(f"pass_at_k: need 0 <= c <= n, got n={n}, c={c}")
+    if not 1 <= k <= n:
+        raise ValueError(f"pass_at_k: need 1 <= k <= n, got k={k}, n={n}; sample at least k completions per problem")
+    if n - c < k:
+        return 1.0
+    return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+
+
+def mean_pass_at_k(correct: Sequence[Sequence[bool]], k: int) -> float:
+    """pass@k averaged over problems; correct[i] holds the n correctness flags of problem i."""
+    if not correct:
+        return float("nan")
+    return float(np.mean([pass_at_k(len(row), int(sum(bool(x) for x in row)), k) for row in correct]))
+
+
+def group_answers(answers: Sequence[str | None], equal: Callable[[str, str], bool]) -> list[list[int]]:
+    """Cluster sample indices whose extracted answers are equivalent; None answers join no cluster.
+
+    Each answer is compared with the first member of every existing cluster, in order of first appearance,
+    so `1/2` and `0.5` fall into one cluster when `equal` says they are the same number."""
+    clusters: list[list[int]] = []
+    for i, answer in enumerate(answers):
+        if answer is None:
+            continue
+        for cluster in clusters:
+            head = answers[cluster[0]]
+            if answer == head or equal(answer, head):
+                cluster.append(i)
+                break
+        else:
+            clusters.append([i])
+    return clusters
+
+
+def majority_vote(answers: Sequence[str | None], equal: Callable[[str, str], bool]) -> tuple[int | None, int]:
+    """(index of a representative sample of the most voted answer, its vote count); ties go to the answer
+    seen first; (None, 0) when no sample produced an answer."""
+    clusters = group_answers(answers, equal)
+    if not clusters:
+        return None, 0
+    best = max(clusters, key=len)  # max keeps the first of equal-sized clusters
+    return best[0], len(best)
+
+
+def maj_at_k(answers: Sequence[str | None], correct: Sequence[bool], k: int,
+             equal: Callable[[str, str], bool]) -> float:
+    """Self-consistency accuracy with k votes for one problem.
+
+    With n samples, the n // k disjoint blocks of k consecutive samples each vote; the result is the mean
+    over blocks of whether the block's majority answer is correct (for k = n: one vote over all samples).
+    Samples are i.i.d., so each block is an unbiased draw of k samples and the mean has lower variance than
+    one block. The majority answer's correctness is the verifier's verdict on its first sample."""
+    n = len(answers)
+    if len(correct) != n:
+        raise ValueError(f"maj_at_k: {n} answers but {len(correct)} correctness flags")
+    if not 1 <= k <= n:
+        raise ValueError(f"maj_at_k: need 1 <= k <= n, got k={k}, n={n}")
+    blocks = n // k
+    hits = 0
+    for b in range(blocks):
+        block = list(answers[b * k:(b + 1) * k])
+        winner, _ = majority_vote(block, equal)
+        hits += winner is not None and bool(correct[b * k + winner])
+    return hits / blocks
+
+
+def agreement(answers: Sequence[str | None], equal: Callable[[str, str], bool]) -> float:
+    """Fraction of all samples that voted for the majority answer (samples without an answer count against)."""
+    if not answers:
+        return 0.0
+    return majority_vote(answers, equal)[1] / len(answers)
+
+
+def agreement_buckets(agreements: Sequence[float], correct: Sequence[bool], bins: int = 4) -> list[dict]:
+    """Accuracy of the majority answer per agreement bucket: [0, 1/bins), ..., [(bins-1)/bins, 1].
+
+    A well-calibrated self-consistency shows accuracy rising with agreement."""
+    if len(agreements) != len(correct):
+        raise ValueError(f"agreement_buckets: {len(agreements)} agreements but {len(correct)} correctness flags")
+    if bins < 1:
+        raise ValueError(f"agreement_buckets: bins must be >= 1, got {bins}")
+    members: list[list[bool]] = [[] for _ in range(bins)]
+    for a, c in zip(agreements, correct):
+        if not 0.0 <= a <= 1.0:
+            raise ValueError(f"agreement_buckets: agreement must lie in [0, 1], got {a}")
+        members[min(int(a * bins + 1e-9), bins - 1)].append(bool(c))
+    out = []
+    for b, flags in enumerate(members):
+        lo, hi = b / bins, (b + 1) / bins
+        out.append({"bucket": f"[{lo:.2f}, {hi:.2f}{']' if b == bins - 1 else ')'}", "low": lo, "high": hi,
+                    "count": len(flags), "accuracy": (sum(flags) / len(flags)) if flags else None})
+    return out
+
+
+def score_two_attempts(correct_t1: Sequence[bool], correct_t2: Sequence[bool]) -> dict:
+    """SCoRe's self-correction metrics (Kumar et al. 2024), as fractions of all problems.
+
+    delta_i_to_c: wrong at attempt 1 and right at attempt 2; delta_c_to_i: right then wrong."""
+    if len(correct_t1) != len(correct_t2):
+        raise ValueError(f"score_two_attempts: {len(correct_t1)} first attempts but {len(correct_t2)} second attempts")
+    n = len(correct_t1)
+    if n == 0:
+        raise ValueError("score_two_attempts: no problems to score")
+    t1 = [bool(x) for x in correct_t1]
+    t2 = [bool(x) for x in correct_t2]
+    acc1, acc2 = sum(t1) / n, sum(t2) / n
+    return {
+        "accuracy_t1": acc1,
+        "accuracy_t2": acc2,
+        "delta_t1_t2": acc2 - acc1,
+        "delta_i_to_c": sum((not a) and b for a, b in zip(t1, t2)) / n,
+        "delta_c_to_i": sum(a and (not b) for a, b in zip(t1, t2)) / n,
+        "n": n,
+    }

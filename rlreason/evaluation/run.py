@@ -1,0 +1,264 @@
+"""`rlreason eval`: load a model (or base + LoRA adapter), evaluate it on a task, write eval.json and a plot.
+
+    rlreason eval --model PATH [--adapter PATH] --task NAME [--path FILE] [--split test] [--limit N]
+                  [--n 8] [--ks 1,2,4,8] [--cot] [--two_attempts] [--output_dir DIR]
+    rlreason eval --preset gsm8k|math500|humaneval --model PATH [...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+# Benchmark presets: task, scorer and budgets; any flag given on the command line wins.
+PRESETS: dict[str, dict] = {
+    "gsm8k": {"task": "gsm8k", "reward": "rewards.math.accuracy", "max_completion_length": 512,
+              "n": 8, "ks": (1, 2, 4, 8)},
+    "math500": {"task": "math", "reward": "rewards.math.accuracy", "max_completion_length": 1024,
+                "n": 8, "ks": (1, 2, 4, 8)},
+    "humaneval": {"task": "humaneval", "reward": "rewards.code.unit_tests", "max_completion_length": 512,
+                  "n": 10, "ks": (1, 5, 10), "temperature": 0.8},
+}
+CODE_TASKS = {"humaneval"}
+
+
+@dataclass
+class EvalArgs:
+    """What `rlreason eval` does; the field names are its flags."""
+
+    model: str
+    task: str = "arithmetic"
+    adapter: str | None = None
+    path: str | None = None
+    split: str = "test"
+    limit: int | None = None
+    reward: str | None = None  # default: rewards.code.unit_tests for code tasks, else rewards.math.accuracy
+    max_completion_length: int = 256
+    batch_size: int = 64
+    greedy: bool = True
+    n: int = 8  # samples per problem for pass@k / maj@k; 0 turns sampling off
+    ks: tuple[int, ...] = (1, 2, 4, 8)
+    temperature: float = 1.0
+    top_p: float = 1.0
+    cot: bool = False
+    branches: int = 5
+    two_attempts: bool = False
+    merge: bool = False  # merge the adapter into the base weights before evaluating
+    dtype: str = "auto"
+    seed: int = 0
+    system_prompt: str | None = None
+    answer_instruction: str | None = None
+    task_options: dict = field(default_factory=dict)
+    output_dir: str = "runs/eval"
+    progress: bool = True
+
+
+def load_for_eval(model: str, adapter: str | None = None, dtype: str = "auto", merge: bool = False):
+    """(model, tokenizer): a full model, or `model` as the base with the peft adapter at `adapter` on top."""
+    from transformers import AutoModelForCausalLM
+
+    from rlreason.models.loading import load_model, load_tokenizer, resolve_dtype
+
+    if model.startswith((".", "/", "~")) and not Path(model).expanduser().exists():
+        raise FileNotFoundError(f"--model: no model folder at {model} (give a local folder or a hub name)")
+    if adapter is None:
+        net = load_model(model, dtype, merge_adapter=merge)  # `model` may itself be an adapter folder
+    else:
+        if not (Path(adapter) / "adapter_config.json").is_file():
+            raise FileNotFoundError(f"--adapter: no adapter_config.json in {adapter} (save it with save_pretrained)")
+        from peft import PeftModel
+
+        base = AutoModelForCausalLM.from_pretrained(model, dtype=resolve_dtype(dtype))
+        net = PeftModel.from_pretrained(base, adapter)
+        net = net.merge_and_unload() if merge else net
+    tokenizer = load_tokenizer(_tokenizer_source(model, adapter))
+    if net.generation_config is not None and net.generation_config.pad_token_id is None:
+        net.generation_config.pad_token_id = tokenizer.pad_token_id
+    return net.eval(), tokenizer
+
+
+def _tokenizer_source(model: str, adapter: str | None) -> str:
+    """The adapter folder when it holds a tokenizer, else the model (or, for an adapter folder, its base)."""
+    from rlreason.models.loading import adapter_base, is_adapter
+
+    for path in (adapter, model):
+        if path and any((Path(path) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+            return path
+    return adapter_base(model) if is_adapter(model) else model
+
+
+def default_reward(task: str) -> str:
+    return "rewards.code.unit_tests" if task in CODE_TASKS else "rewards.math.accuracy"
+
+
+def evaluate_all(model, tokenizer, rows, args: EvalArgs) -> dict:
+    """Every evaluation `args` asks for, on rows already loaded; sections greedy / sampled / cot_decoding / two_attempts."""
+    import transformers
+
+    from rlreason.evaluation.cot_decoding import cot_decoding
+    from rlreason.evaluation.evaluate import evaluate_greedy, evaluate_sampled
+    from rlreason.evaluation.two_attempts import evaluate_two_attempts
+
+    reward = args.reward or default_reward(args.task)
+    common = dict(max_completion_length=args.max_completion_length, batch_size=args.batch_size, reward=reward,
+                  progress=args.progress)
+    result: dict = {}
+    if args.greedy:
+        result["greedy"] = evaluate_greedy(model, tokenizer, rows, **common)
+    if args.n > 0:
+        transformers.set_seed(args.seed)
+        result["sampled"] = evaluate_sampled(model, tokenizer, rows, n=args.n, ks=args.ks, temperature=args.temperature,
+                                             top_p=args.top_p, **common)
+    if args.cot:
+        result["cot_decoding"] = cot_decoding(model, tokenizer, rows, branches=args.branches, **common)
+    if args.two_attempts:
+        result["two_attempts"] = evaluate_two_attempts(model, tokenizer, rows, **common)
+    result["metrics"] = scalar_metrics(result)
+    if "greedy" in result:  # the top-level keys the demo and the training runs also write
+        result["accuracy"], result["n"] = result["greedy"]["accuracy"], result["greedy"]["n"]
+    return result
+
+
+def scalar_metrics(result: dict, prefix: str = "eval/") -> dict[str, float]:
+    """The loggable scalars of evaluate_all's result: eval/accuracy, eval/pass@k, eval/maj@k, eval/cot_accuracy, ..."""
+    out: dict[str, float] = {}
+    greedy, sampled = result.get("greedy") or {}, result.get("sampled") or {}
+    if "accuracy" in greedy:
+        out[prefix + "accuracy"] = greedy["accuracy"]
+    for name, key in (("pass", "pass_at_k"), ("maj", "maj_at_k")):
+        for k, v in (sampled.get(key) or {}).items():
+            out[f"{prefix}{name}@{k}"] = v
+    for key in ("sample_accuracy", "mean_agreement"):
+        if key in sampled:
+            out[prefix + key] = sampled[key]
+    if "cot_decoding" in result:
+        out[prefix + "cot_accuracy"] = result["cot_decoding"]["accuracy"]
+    for key in ("accuracy_t1", "accuracy_t2", "delta_t1_t2", "delta_i_to_c", "delta_c_to_i"):
+        if key in (result.get("two_attempts") or {}):
+            out[prefix + key] = result["two_attempts"][key]
+    return {k: float(v) for k, v in out.items()}
+
+
+def run_eval(args: EvalArgs) -> dict:
+    """Load, evaluate, print the table, write eval.json and accuracy_vs_k.png under args.output_dir."""
+    from rlreason.evaluation.plots import plot_accuracy_vs_k
+    from rlreason.tasks import load_task
+
+    started = time.time()
+    model, tokenizer = load_for_eval(args.model, args.adapter, args.dtype, args.merge)
+    rows = load_task(args.task, args.split, path=args.path, limit=args.limit, system_prompt=args.system_prompt,
+                     answer_instruction=args.answer_instruction, **args.task_options)
+    result = {"model": args.model, "adapter": args.adapter, "task": args.task, "split": args.split,
+              "config": asdict(args)}
+    result.update(evaluate_all(model, tokenizer, rows, args))
+    result["seconds"] = round(time.time() - started, 1)
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eval.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    title = f"{Path(args.adapter or args.model).name} on {args.task}"
+    result["plot"] = str(plot_accuracy_vs_k(result, out / "accuracy_vs_k.png", title=title))
+    print_table(result, title)
+    print(f"wrote {out / 'eval.json'} and {result['plot']}")
+    return result
+
+
+def print_table(result: dict, title: str = "evaluation") -> None:
+    """The metrics as a rich table on the terminal."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in result["metrics"].items():
+        table.add_row(key.removeprefix("eval/"), f"{value:.3f}")
+    for bucket in (result.get("sampled") or {}).get("agreement_buckets", []):
+        acc = "-" if bucket["accuracy"] is None else f"{bucket['accuracy']:.3f}"
+        table.add_row(f"maj accuracy | agreement {bucket['bucket']}", f"{acc} (n={bucket['count']})")
+    Console().print(table)
+
+
+def _ks(text: str) -> tuple[int, ...]:
+    try:
+        ks = tuple(int(k) for k in text.split(",") if k.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--ks: expected comma-separated integers like 1,2,4,8, got '{text}'")
+    if not ks or min(ks) < 1:
+        raise argparse.ArgumentTypeError(f"--ks: every k must be >= 1, got '{text}'")
+    return ks
+
+
+def _json_dict(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object like '{{\"digits\": 2}}', got '{text}'")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rlreason eval", description="Greedy accuracy, pass@k, maj@k, CoT-decoding.")
+    p.add_argument("--model", required=True, help="model folder or hub name (the base model when --adapter is given)")
+    p.add_argument("--adapter", help="a saved peft LoRA adapter folder to put on top of --model")
+    p.add_argument("--merge", action="store_true", help="merge the adapter into the weights before evaluating")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="task, scorer and budgets for a benchmark")
+    p.add_argument("--task", help="task name (arithmetic, gsm8k, math, humaneval)")
+    p.add_argument("--path", help="local data file (JSONL / parquet) or hub name for the task")
+    p.add_argument("--split", default="test")
+    p.add_argument("--limit", type=int, help="evaluate on the first N problems")
+    p.add_argument("--reward", help="scorer: reward name or module:function (default by task)")
+    p.add_argument("--max_completion_length", type=int)
+    p.add_argument("--batch_size", type=int, default=64)
+    p.add_argument("--no_greedy", action="store_true", help="skip greedy decoding")
+    p.add_argument("--n", type=int, help="samples per problem for pass@k / maj@k (0: no sampling)")
+    p.add_argument("--ks", type=_ks, help="comma-separated k values, each <= --n")
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--top_p", type=float, default=1.0)
+    p.add_argument("--cot", action="store_true", help="also run CoT-decoding (branch on the first token)")
+    p.add_argument("--branches", type=int, default=5, help="first-token branches for CoT-decoding")
+    p.add_argument("--two_attempts", action="store_true", help="SCoRe two-attempt self-correction metrics")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--system_prompt")
+    p.add_argument("--answer_instruction")
+    p.add_argument("--task_options", type=_json_dict, default={}, help='JSON, e.g. \'{"digits": 2}\'')
+    p.add_argument("--output_dir", default="runs/eval")
+    p.add_argument("--no_progress", action="store_true")
+    return p
+
+
+def parse_args(argv: list[str]) -> EvalArgs:
+    ns = build_parser().parse_args(argv)
+    values = dict(PRESETS.get(ns.preset, {}))
+    for key in ("task", "reward", "max_completion_length", "n", "ks", "temperature"):
+        if getattr(ns, key) is not None:
+            values[key] = getattr(ns, key)
+    if "task" not in values:
+        build_parser().error("give --task NAME or --preset NAME")
+    args = EvalArgs(model=ns.model, adapter=ns.adapter, merge=ns.merge, path=ns.path, split=ns.split, limit=ns.limit,
+                    batch_size=ns.batch_size, greedy=not ns.no_greedy, top_p=ns.top_p, cot=ns.cot,
+                    branches=ns.branches, two_attempts=ns.two_attempts, dtype=ns.dtype, seed=ns.seed,
+                    system_prompt=ns.system_prompt, answer_instruction=ns.answer_instruction,
+                    task_options=ns.task_options, output_dir=ns.output_dir, progress=not ns.no_progress, **values)
+    if args.n > 0 and max(args.ks) > args.n:
+        if ns.ks is not None:
+            build_parser().error(f"--ks {','.join(map(str, args.ks))}: every k must be <= --n {args.n}")
+        args.ks = tuple(k for k in args.ks if k <= args.n) or (1,)  # default ks, smaller --n
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Entry point of `rlreason eval`: one-line errors for problems the user can fix."""
+    import sys
+
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return run_eval(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"rlreason eval: error: {e}", file=sys.stderr)
+        raise SystemExit(2)

@@ -1,0 +1,48 @@
+"""SCoRe's two-attempt evaluation: a greedy first attempt, a fixed self-correction instruction, a greedy second attempt."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from rlreason.evaluation.evaluate import (DEFAULT_REWARD, SHOWN_SAMPLES, as_rows, generate_texts, is_correct,
+                                          prompt_text, resolve_reward, score)
+from rlreason.evaluation.metrics import score_two_attempts
+from rlreason.rollout import SELF_CORRECTION_INSTRUCTION, generate_second_attempt
+
+
+def evaluate_two_attempts(model, tokenizer, rows, *, max_completion_length: int = 256, batch_size: int = 64,
+                          reward: str | Callable = DEFAULT_REWARD, instruction: str | None = None,
+                          progress: bool = True, num_shown: int = SHOWN_SAMPLES) -> dict:
+    """accuracy_t1, accuracy_t2, delta_t1_t2, delta_i_to_c, delta_c_to_i over the rows the reward applies to."""
+    rows = as_rows(rows)
+    reward_fn = resolve_reward(reward)
+    instruction = instruction or SELF_CORRECTION_INSTRUCTION  # the words the SCoRe rollout trains with
+    prompts = [r["prompt"] for r in rows]
+    first, _ = generate_texts(model, tokenizer, prompts, do_sample=False, max_completion_length=max_completion_length,
+                              batch_size=batch_size, progress=progress, desc="attempt 1")
+    second: list[str] = []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for start in tqdm(range(0, len(rows), batch_size), desc="attempt 2", disable=not progress, unit="batch"):
+                out = generate_second_attempt(model, tokenizer, prompts[start:start + batch_size],
+                                              first[start:start + batch_size], instruction=instruction,
+                                              do_sample=False, max_completion_length=max_completion_length)
+                second.extend(out.texts)
+    finally:
+        model.train(was_training)
+    v1, v2 = score(rows, first, reward_fn), score(rows, second, reward_fn)
+    keep = [i for i in range(len(rows)) if v1[i] is not None and v2[i] is not None]
+    if not keep:
+        raise ValueError("the reward applied to none of the rows (it returned None everywhere): check --reward")
+    result = score_two_attempts([is_correct(v1[i]) for i in keep], [is_correct(v2[i]) for i in keep])
+    result["n_skipped"] = len(rows) - len(keep)
+    result["instruction"] = instruction
+    result["samples"] = [{"id": rows[i].get("id"), "prompt": prompt_text(rows[i]["prompt"]), "attempt_1": first[i],
+                          "attempt_2": second[i], "answer": rows[i].get("answer"), "correct_1": is_correct(v1[i]),
+                          "correct_2": is_correct(v2[i])} for i in keep[:num_shown]]
+    return result

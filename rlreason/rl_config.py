@@ -1,0 +1,41 @@
+"""Training arguments of the on-policy algorithms: TRL's GRPOConfig, plus the few knobs TRL does not have."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+from trl import GRPOConfig
+
+
+@dataclass
+class RLConfig(GRPOConfig):
+    """GRPOConfig (every TRL name means what it means in TRL) extended for rlreason's engine.
+
+    Batch semantics follow TRL: `per_device_train_batch_size` counts completions, so each micro-batch
+    holds per_device_train_batch_size / num_generations prompts, and one rollout is sampled per
+    optimizer step for all gradient-accumulation micro-batches (TRL's steps_per_generation)."""
+
+    advantage_estimator: str = field(default="grpo", metadata={"help": "grpo | dr_grpo | rloo | gae (registry)"})
+    log_completions_steps: int = field(default=50, metadata={"help": "log a completions table every N steps"})
+    # PPO (value head and GAE); unused by GRPO
+    gamma: float = 1.0
+    lam: float = 0.95
+    vf_coef: float = 0.1
+    cliprange_value: float = 0.2
+    kl_in_reward: bool = False
+    whiten_advantages: bool = True
+    num_ppo_epochs: int = 1
+    value_model: str | None = None
+
+    def __post_init__(self):
+        if self.advantage_estimator == "dr_grpo" and self.scale_rewards == "group":
+            self.scale_rewards = "none"  # Dr. GRPO does not divide by the group's std
+        super().__post_init__()
+
+
+def trl_grpo_config(args: RLConfig) -> GRPOConfig:
+    """The same run as a plain TRL GRPOConfig (for `backend: trl`)."""
+    names = {f.name for f in fields(GRPOConfig) if f.init}
+    values = {f.name: getattr(args, f.name) for f in fields(args) if f.init and f.name in names}
+    values["generation_batch_size"] = None  # derived again from steps_per_generation
+    return GRPOConfig(**values)

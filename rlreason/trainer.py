@@ -1,0 +1,239 @@
+"""The on-policy trainer: rollout -> rewards -> advantages -> clipped loss, on transformers.Trainer.
+
+Everything around the loop (optimiser, schedule, gradient accumulation, checkpoints, resume,
+DeepSpeed, report_to) is transformers.Trainer's. This file adds one rollout per optimizer step
+(`get_batch_samples`) and the policy loss (`compute_loss`). Algorithms plug in by overriding
+`score` (rewards), `advantages` and `extra_loss` -- see algorithms/grpo.py and algorithms/ppo.py.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+import torch
+from transformers import Trainer
+
+from rlreason.advantages import get_advantage
+from rlreason.losses import get_policy_loss
+from rlreason.rollout import completion_logprobs, generate
+from rlreason.scoring import RewardScorer
+
+
+class OnlineRLTrainer(Trainer):
+    """GRPO-family trainer. `args` is an RLConfig; `train_dataset` holds task rows."""
+
+    def __init__(self, model, args, train_dataset, processing_class, reward_funcs, reward_weights=None,
+                 peft_config=None, callbacks=None):
+        if peft_config is not None:
+            from peft import get_peft_model
+
+            model = get_peft_model(model, peft_config)
+        self.use_peft = peft_config is not None
+        if args.gradient_checkpointing:
+            model.config.use_cache = False
+        super().__init__(model=model, args=args, train_dataset=train_dataset, processing_class=processing_class,
+                         data_collator=lambda rows: rows, callbacks=callbacks)
+        self.model_accepts_loss_kwargs = False  # the loss normalises for accumulation itself, as TRL's does
+        if args.per_device_train_batch_size % args.num_generations:
+            raise ValueError(f"per_device_train_batch_size ({args.per_device_train_batch_size}) must be a multiple "
+                             f"of num_generations ({args.num_generations}): each micro-batch holds whole groups")
+        self.scorer = RewardScorer(reward_funcs, reward_weights)
+        self.ref_model = self._make_reference(model) if args.beta != 0.0 and not self.use_peft else None
+        self.policy_loss = get_policy_loss(args.loss_type)
+        self.advantage_fn = get_advantage(args.advantage_estimator)
+        self._metrics: dict[str, list[float]] = defaultdict(list)
+        self._buffer: list[dict] | None = None
+        self._rollouts_done = 0
+        self._table: list[dict] = []
+
+    # ----------------------------------------------------------------------------------- data
+    def get_train_dataloader(self):
+        """Micro-batches of per_device_train_batch_size / num_generations prompts (rows as dicts)."""
+        from torch.utils.data import DataLoader, RandomSampler
+
+        prompts_per_batch = self.args.per_device_train_batch_size // self.args.num_generations
+        generator = torch.Generator().manual_seed(self.args.seed)
+        loader = DataLoader(self.train_dataset, batch_size=prompts_per_batch, collate_fn=lambda rows: rows,
+                            sampler=RandomSampler(self.train_dataset, generator=generator), drop_last=True)
+        return self.accelerator.prepare(loader)
+
+    def _make_reference(self, model):
+        """A frozen copy of the initial policy (only without LoRA; with LoRA the adapter is switched off)."""
+        import copy
+
+        ref = copy.deepcopy(model).eval()
+        ref.requires_grad_(False)
+        return ref.to(self.args.device)
+
+    # ----------------------------------------------------------------------------------- rollout
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """One rollout per optimizer step, covering all its micro-batches; reused num_iterations times."""
+        reuse = self._buffer is not None and self._rollouts_done % self.args.num_iterations != 0
+        if not reuse:
+            rows = []
+            for _ in range(num_batches):
+                try:
+                    rows.append(next(epoch_iterator))
+                except StopIteration:
+                    break
+            self._buffer = self.make_experience(rows) if rows else []
+        self._rollouts_done += 1
+        batches = self._buffer
+        num_items = None
+        if batches:
+            local = sum(b["completion_mask"].sum() for b in batches)
+            num_items = self.accelerator.gather(local.to(device).reshape(1)).sum()
+        return batches, num_items
+
+    @torch.no_grad()
+    def make_experience(self, micro_batches: list[list[dict]]) -> list[dict]:
+        """Sample, score and weigh completions for every micro-batch of prompt rows."""
+        args, k = self.args, self.args.num_generations
+        rows = [r for mb in micro_batches for r in mb]
+        start = time.perf_counter()
+        model = self.accelerator.unwrap_model(self.model)
+        with _unwrap_for_generation(self.model, self.accelerator, args) as gen_model:
+            rollout = generate(gen_model, self.processing_class, [r["prompt"] for r in rows], num_generations=k,
+                               max_completion_length=args.max_completion_length, temperature=args.temperature,
+                               top_p=args.top_p, top_k=args.top_k or 0, do_sample=True)
+        gen_seconds = time.perf_counter() - start
+        device = args.device
+        prompt_ids = rollout.prompt_ids.repeat_interleave(k, 0).to(device)
+        prompt_mask = rollout.prompt_mask.repeat_interleave(k, 0).to(device)
+        completion_ids, completion_mask = rollout.completion_ids.to(device), rollout.completion_mask.to(device)
+        if args.mask_truncated_completions:
+            completion_mask = completion_mask * (~rollout.truncated.to(device)).unsqueeze(1).int()
+
+        expanded = [r for r in rows for _ in range(k)]
+        scores = self.scorer(expanded, rollout.texts)
+        rewards = scores.total.to(device)
+        adv = self.advantage_fn(rewards, num_generations=k, scale_rewards=args.scale_rewards)
+        advantages, adv_stats = (adv if isinstance(adv, tuple) else (adv, {}))
+
+        input_ids = torch.cat([prompt_ids, completion_ids], 1)
+        attention = torch.cat([prompt_mask, completion_mask], 1)
+        C = completion_ids.size(1)
+        old_logps = ref_logps = None
+        if args.num_iterations > 1:
+            old_logps = self._logps(model, input_ids, attention, C)
+        if args.beta != 0.0:
+            if self.use_peft:
+                with model.disable_adapter():
+                    ref_logps = self._logps(model, input_ids, attention, C)
+            else:
+                ref_logps = self._logps(self.ref_model, input_ids, attention, C)
+
+        self._log_rollout(rows, rollout, scores, rewards, advantages, adv_stats, completion_mask, gen_seconds)
+        per = args.per_device_train_batch_size
+        out = []
+        for i in range(0, len(expanded), per):
+            sl = slice(i, i + per)
+            out.append({
+                "input_ids": input_ids[sl], "attention_mask": attention[sl], "completion_ids": completion_ids[sl],
+                "completion_mask": completion_mask[sl], "advantages": advantages[sl],
+                "old_logps": None if old_logps is None else old_logps[sl],
+                "ref_logps": None if ref_logps is None else ref_logps[sl],
+            })
+        return out
+
+    def _logps(self, model, input_ids, attention, C):
+        bs = self.args.per_device_train_batch_size
+        parts = [completion_logprobs(model, input_ids[i:i + bs], attention[i:i + bs], C,
+                                     temperature=self.args.temperature)[0] for i in range(0, len(input_ids), bs)]
+        return torch.cat(parts, 0)
+
+    # ----------------------------------------------------------------------------------- loss
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        args = self.args
+        C = inputs["completion_ids"].size(1)
+        logps, entropy = completion_logprobs(model, inputs["input_ids"], inputs["attention_mask"], C,
+                                             temperature=args.temperature, return_entropy=True)
+        mask = inputs["completion_mask"]
+        old = inputs["old_logps"] if inputs["old_logps"] is not None else logps.detach()
+        loss, stats = self.policy_loss(
+            logps, old, inputs["advantages"], mask, ref_logps=inputs["ref_logps"], beta=self.kl_weights(inputs),
+            epsilon_low=args.epsilon, epsilon_high=args.epsilon_high or args.epsilon,
+            max_completion_length=args.max_completion_length, num_items_in_batch=num_items_in_batch,
+            num_processes=self.accelerator.num_processes,
+            gradient_accumulation_steps=self.current_gradient_accumulation_steps, entropy=entropy,
+        )
+        loss = loss + self.extra_loss(model, inputs)
+        for key, value in stats.items():
+            self._metrics[key].append(float(value))
+        return loss
+
+    def kl_weights(self, inputs):
+        """KL weight per token; a float for GRPO, a (B, C) tensor where attempts differ (SCoRe)."""
+        return self.args.beta
+
+    def extra_loss(self, model, inputs):
+        return 0.0
+
+    # ----------------------------------------------------------------------------------- logging
+    def _log_rollout(self, rows, rollout, scores, rewards, advantages, adv_stats, completion_mask, gen_seconds):
+        lengths = rollout.completion_mask.sum(1).float()
+        gathered_len = self.accelerator.gather(lengths.to(self.args.device))
+        m = self._metrics
+        for name, values in scores.per_function.items():
+            col = values.to(self.args.device)
+            valid = col[~torch.isnan(col)]
+            m[f"rewards/{name}/mean"].append(valid.mean().item() if len(valid) else float("nan"))
+            m[f"rewards/{name}/std"].append(valid.std().item() if len(valid) > 1 else 0.0)
+        m["reward"].append(self.accelerator.gather(rewards).mean().item())
+        m["accuracy"].append(scores.accuracy)
+        m["completions/mean_length"].append(gathered_len.mean().item())
+        m["completions/max_length"].append(gathered_len.max().item())
+        m["completions/clipped_ratio"].append(rollout.truncated.float().mean().item())
+        m["frac_reward_zero_std"].append(float(adv_stats.get("frac_zero_std", _frac_zero_std(rewards, self.args.num_generations))))
+        m["reward_errors"].append(float(scores.errors))
+        m["rollout_seconds"].append(gen_seconds)
+        m["tokens_per_second"].append(float(lengths.sum().item()) / max(gen_seconds, 1e-9))
+        if self.args.log_completions_steps and self.state.global_step % self.args.log_completions_steps == 0:
+            names = list(scores.per_function)
+            self._table = [
+                {"step": self.state.global_step, "prompt": _prompt_text(rows[i // self.args.num_generations]),
+                 "completion": rollout.texts[i], **{n: float(scores.per_function[n][i]) for n in names},
+                 "advantage": float(advantages[i])}
+                for i in range(min(len(rollout.texts), 16))
+            ]
+
+    def log(self, logs: dict, start_time=None):
+        for key, values in self._metrics.items():
+            vals = [v for v in values if v == v]
+            if vals:
+                logs[key] = sum(vals) / len(vals) if not key.endswith("max_length") else max(vals)
+        self._metrics.clear()
+        super().log(logs, start_time)
+        if self._table and self.accelerator.is_main_process:
+            self._log_table()
+        self._table = []
+
+    def _log_table(self):
+        from rlreason.tracking import wants_wandb
+
+        if not wants_wandb(self.args.report_to):
+            return
+        import wandb
+
+        if wandb.run is None:
+            return
+        columns = list(self._table[0])
+        wandb.log({"completions": wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in self._table])})
+
+
+def _frac_zero_std(rewards: torch.Tensor, k: int) -> float:
+    groups = rewards.view(-1, k)
+    return (groups.std(1) < 1e-6).float().mean().item()
+
+
+def _prompt_text(row) -> str:
+    prompt = row["prompt"]
+    return prompt if isinstance(prompt, str) else prompt[-1]["content"]
+
+
+def _unwrap_for_generation(model, accelerator, args):
+    """Gathers ZeRO-3 shards for generation (TRL's helper); a plain unwrap otherwise."""
+    from trl.models import unwrap_model_for_generation
+
+    return unwrap_model_for_generation(model, accelerator, gather_deepspeed3_params=args.ds3_gather_for_generation)

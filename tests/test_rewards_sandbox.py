@@ -1,0 +1,319 @@
+"""Adversarial programs against the code sandbox: each returns within its limit + 1 s, scores 0, leaves nothing."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from rewards.code import run_tests, unit_tests
+from rewards.sandbox import UID_BASE, UID_SLOTS, Limits, sandbox_layer
+
+LIMIT = 2.0
+TMP = Path(tempfile.gettempdir())
+
+
+def sandbox_processes() -> list[tuple[int, int]]:
+    """(pid, uid) of every process owned by a sandbox uid."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                uid = entry.stat().st_uid
+            except OSError:
+                continue
+            if UID_BASE <= uid < UID_BASE + UID_SLOTS:
+                found.append((int(entry.name), uid))
+    return found
+
+
+def sandbox_listeners() -> list[str]:
+    """Lines of /proc/net/tcp{,6} in LISTEN state owned by a sandbox uid."""
+    lines = []
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if os.path.exists(name):
+            for line in Path(name).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and UID_BASE <= int(fields[7]) < UID_BASE + UID_SLOTS:
+                    lines.append(line)
+    return lines
+
+
+def temp_dirs() -> set[str]:
+    return {p.name for p in TMP.iterdir() if p.name.startswith("rewards-")}
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_behind():
+    if os.geteuid() != 0:
+        pytest.skip("the sandbox tests need root (the candidate runs as a dedicated uid)")
+    before = temp_dirs()
+    yield
+    time.sleep(0.05)
+    assert sandbox_processes() == [], "a sandboxed process outlived its run"
+    assert sandbox_listeners() == [], "a sandboxed listener outlived its run"
+    assert temp_dirs() - before == set(), "a sandbox temp dir was left behind"
+
+
+def attack(code: str, tests: str = "assert f()", limit: float = LIMIT) -> float:
+    """Score `code` against `tests`, asserting it came back within limit + 1 s; returns the score."""
+    start = time.monotonic()
+    [score] = unit_tests(None, [textwrap.dedent(code)], tests=[tests], timeout=limit)
+    elapsed = time.monotonic() - start
+    assert elapsed <= limit + 1.0, f"took {elapsed:.2f}s for a {limit}s limit"
+    return score
+
+
+def test_layer_is_bubblewrap_when_installed():
+    import shutil
+
+    if not shutil.which("bwrap"):
+        pytest.skip("bubblewrap is not installed (scripts/install-system.sh installs it)")
+    assert sandbox_layer() == "bwrap"
+
+
+def test_a_correct_program_passes_and_a_wrong_one_fails():
+    assert attack("def f():\n    return 2\n", "assert f() == 2") == 1.0
+    assert attack("def f():\n    return 3\n", "assert f() == 2") == 0.0
+
+
+def test_infinite_loop():
+    assert attack("def f():\n    while True:\n        pass\n") == 0.0
+
+
+def test_sleep_forever():
+    assert attack("import time\ndef f():\n    time.sleep(10**6)\n    return True\n") == 0.0
+
+
+def test_memory_bomb():
+    assert attack("""
+        def f():
+            blocks = []
+            while True:
+                blocks.append(bytearray(50 * 2**20))
+        """) == 0.0
+
+
+def test_fork_bomb():
+    assert attack("""
+        import os
+        def f():
+            while True:
+                try:
+                    os.fork()
+                except OSError:
+                    pass
+        """) == 0.0
+
+
+def test_ten_gigabyte_file():
+    assert attack("""
+        def f():
+            chunk = b"x" * 2**20
+            with open("big.bin", "wb") as out:
+                for _ in range(10 * 1024):
+                    out.write(chunk)
+            return True
+        """) == 0.0
+
+
+def test_many_15mb_files():
+    assert attack("""
+        def f():
+            chunk = b"x" * (15 * 2**20)
+            for i in range(1000):
+                with open(f"file{i}.bin", "wb") as out:
+                    out.write(chunk)
+            return True
+        """) == 0.0
+
+
+def test_write_and_delete_outside_its_directory(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    os.chmod(tmp_path, 0o777)
+    os.chmod(victim, 0o666)
+    planted = TMP / f"rewards-test-planted-{os.getpid()}"
+    code = f"""
+        import os
+        def f():
+            ok = 0
+            for path in ({str(tmp_path / 'new.txt')!r}, {str(planted)!r}, "/usr/planted.txt"):
+                try:
+                    with open(path, "w") as out:
+                        out.write("pwned")
+                    ok += 1
+                except OSError:
+                    pass
+            try:
+                os.remove({str(victim)!r})
+                ok += 1
+            except OSError:
+                pass
+            return ok > 0
+        """
+    assert attack(code) == 0.0
+    assert victim.read_text() == "keep me"
+    assert not (tmp_path / "new.txt").exists() and not planted.exists() and not Path("/usr/planted.txt").exists()
+
+
+def test_reading_etc_passwd():
+    assert Path("/etc/passwd").read_text().startswith("root")
+    assert attack("def f():\n    return open('/etc/passwd').read().startswith('root')\n") == 0.0
+    assert attack("import os\ndef f():\n    return len(os.listdir('/etc')) > 0 or os.path.exists('/root')\n") == 0.0
+
+
+def test_socket_to_host_loopback():
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(5)
+    listener.setblocking(False)
+    port = listener.getsockname()[1]
+    try:
+        score = attack(f"""
+            import socket
+            def f():
+                s = socket.create_connection(("127.0.0.1", {port}), timeout=1)
+                s.sendall(b"hello")
+                return True
+            """)
+        assert score == 0.0
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+    finally:
+        listener.close()
+
+
+def test_listener_inside_does_not_survive():
+    assert attack("""
+        import socket
+        def f():
+            s = socket.socket()
+            s.bind(("0.0.0.0", 0))
+            s.listen()
+            import os
+            if os.fork() == 0:
+                import time
+                time.sleep(60)
+            return False
+        """) == 0.0
+
+
+def test_background_child_outliving_the_parent():
+    assert attack("""
+        import subprocess
+        def f():
+            subprocess.Popen(["/usr/bin/sleep", "60"])
+            subprocess.Popen(["/usr/bin/python3", "-c", "import time; time.sleep(60)"], start_new_session=True)
+            return False
+        """) == 0.0
+
+
+def test_double_forked_daemon():
+    assert attack("""
+        import os, time
+        def f():
+            if os.fork() == 0:
+                os.setsid()
+                if os.fork() == 0:
+                    time.sleep(60)
+                os._exit(0)
+            time.sleep(0.2)
+            return False
+        """) == 0.0
+
+
+def test_hundred_megabytes_to_stdout():
+    assert attack("""
+        import sys
+        def f():
+            line = "x" * 1023 + "\\n"
+            for _ in range(100 * 1024):
+                sys.stdout.write(line)
+            return True
+        """) == 0.0
+
+
+def test_forging_the_pass_marker():
+    code = """
+        import os, sys
+        def f():
+            guesses = ["", "0" * 32, "probe"]
+            for path in ("/proc/self/cmdline", "/proc/self/environ", "/proc/1/cmdline"):
+                try:
+                    guesses.append(open(path, "rb").read().decode(errors="replace"))
+                except OSError:
+                    pass
+            try:
+                guesses.append(sys.stdin.read())
+            except Exception:
+                pass
+            for name in os.listdir("."):
+                try:
+                    guesses.append(open(name).read())
+                except OSError:
+                    pass
+            for g in guesses:
+                print("__REWARDS_PASS__ " + g)
+                print("__REWARDS_PASS__")
+            sys.stdout.flush()
+            os._exit(0)
+        """
+    assert attack(code) == 0.0
+
+
+@pytest.mark.parametrize("exit_call", ["sys.exit(0)", "os._exit(0)", "raise SystemExit(0)", "quit()"])
+def test_exiting_early_fails(exit_call):
+    code = f"import os, sys\ndef f():\n    {exit_call}\n"
+    assert attack(code, "assert f() == 1") == 0.0
+    assert attack(f"import os, sys\n{exit_call}\n", "assert False") == 0.0
+
+
+def test_always_equal_object_fails():
+    code = """
+        class Anything:
+            def __eq__(self, other):
+                return True
+            def __ne__(self, other):
+                return False
+            def __bool__(self):
+                return True
+            def __sub__(self, other):
+                return 0
+        def f(x):
+            return Anything()
+        """
+    assert attack(code, "assert f(1) == 2") == 0.0
+    assert attack(code, "assert f(1)") == 0.0
+    assert attack(code, "def check(candidate):\n    assert candidate(1) == 2\n    assert abs(candidate(1) - 3) < 1e-6\n"
+                        "check(f)") == 0.0
+    int_subclass = "class I(int):\n    def __eq__(self, o):\n        return True\ndef f(x):\n    return I(5)\n"
+    assert attack(int_subclass, "assert f(1) == 2") == 0.0
+
+
+def test_monkeypatched_builtins_do_not_fool_the_tests():
+    code = """
+        import builtins
+        builtins.abs = lambda x: 0
+        builtins.AssertionError = type("Nothing", (Exception,), {})
+        def f(x):
+            return 100
+        """
+    assert attack(code, "assert abs(f(1) - 3) < 1e-6") == 0.0
+
+
+def test_fallback_layers_still_score_and_clean_up():
+    for layer in ("unshare", "rlimits"):
+        ok, _ = run_tests("def f(x):\n    return x + 1\n", "assert f(1) == 2", limits=Limits(timeout=10), layer=layer)
+        assert ok, layer
+        ok, _ = run_tests("def f(x):\n    return x\n", "assert f(1) == 2", limits=Limits(timeout=10), layer=layer)
+        assert not ok, layer
+        start = time.monotonic()
+        ok, result = run_tests("import os\nif os.fork() == 0:\n    os.setsid()\n    import time\n    time.sleep(60)\n"
+                               "while True:\n    pass\n", "assert True", limits=Limits(timeout=LIMIT), layer=layer)
+        assert not ok and result.timed_out and time.monotonic() - start <= LIMIT + 1.0, layer

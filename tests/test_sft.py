@@ -1,0 +1,79 @@
+"""The sft recipe on TRL's SFTTrainer: the loss falls (with and without LoRA), resume, wandb offline, metrics."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from rlreason.algorithms.sft import train
+from rlreason.config import load_recipe
+from rlreason.tracking import read_metrics, read_wandb_history
+
+from .conftest import ARITH
+
+
+def sft_recipe(model_dir, out, **overrides):
+    raw = {"algorithm": "sft", "model_name_or_path": model_dir, "task": "arithmetic", "task_options": ARITH,
+           "learning_rate": 3e-3, "per_device_train_batch_size": 32, "max_steps": 40, "max_length": 96,
+           "gradient_checkpointing": False, "logging_steps": 5, "save_steps": 1000, "report_to": "none",
+           "eval_after_train": False, "output_dir": str(out), "seed": 0, **overrides}
+    return load_recipe(None, base=raw)
+
+
+def losses(out):
+    return [m["loss"] for m in read_metrics(Path(out) / "metrics.jsonl") if "loss" in m]
+
+
+@pytest.fixture(scope="module")
+def full_sft_run(tiny_model_dir, tmp_path_factory):
+    return train(sft_recipe(tiny_model_dir, tmp_path_factory.mktemp("sft") / "run"))
+
+
+def test_sft_lowers_the_loss(full_sft_run):
+    curve = losses(full_sft_run)
+    assert len(curve) >= 6
+    assert curve[-1] < 0.7 * curve[0], curve
+    assert (Path(full_sft_run) / "config.yaml").is_file() and (Path(full_sft_run) / "config.json").is_file()
+
+
+def test_sft_with_lora_lowers_the_loss(full_sft_run, tmp_path):
+    """LoRA on top of a model that already speaks the format (as LoRA is used: on a pretrained model)."""
+    out = train(sft_recipe(full_sft_run, tmp_path / "lora", use_peft=True, lora_r=16, lora_alpha=32,
+                           lora_dropout=0.0, learning_rate=1e-2, max_steps=40))
+    curve = losses(out)
+    assert curve[-1] < 0.9 * curve[0], curve
+    assert (Path(out) / "adapter_config.json").is_file()
+    assert not (Path(out) / "model.safetensors").exists()  # only the adapter is saved
+
+
+def test_sft_resumes_from_its_checkpoint(tiny_model_dir, tmp_path):
+    out = tmp_path / "run"
+    train(sft_recipe(tiny_model_dir, out, max_steps=12, save_steps=6, logging_steps=2))
+    # pretend the run died after step 6: keep only the first checkpoint and its metrics
+    import shutil
+
+    shutil.rmtree(out / "checkpoint-12")
+    (out / "metrics.jsonl").unlink()
+    train(sft_recipe(tiny_model_dir, out, max_steps=12, save_steps=6, logging_steps=2,
+                     resume_from_checkpoint="true"))
+    steps = [m["step"] for m in read_metrics(out / "metrics.jsonl") if "loss" in m]
+    assert steps and min(steps) > 6 and max(steps) == 12, steps  # continued from step 6, did not redo it
+    state = json.loads((out / "checkpoint-12" / "trainer_state.json").read_text())
+    assert state["global_step"] == 12
+
+
+def test_wandb_offline_run_holds_the_metrics(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_DIR", raising=False)
+    monkeypatch.setenv("WANDB_PROJECT", "rlreason-tests")
+    out = train(sft_recipe(tiny_model_dir, tmp_path / "run", max_steps=10, logging_steps=2, report_to="wandb"))
+    assert os.environ.get("WANDB_MODE") == "offline"
+    runs = list((Path(out) / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, list((Path(out) / "wandb").iterdir())
+    history = read_wandb_history(runs[0])
+    logged = [row for row in history if "train/loss" in row]
+    assert len(logged) == 5 and logged[-1]["train/global_step"] == 10, history
+    jsonl = losses(out)
+    assert [round(r["train/loss"], 4) for r in logged] == [round(v, 4) for v in jsonl]
+    assert f"wandb sync {runs[0]}" in capsys.readouterr().err
