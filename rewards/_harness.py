@@ -1,19 +1,24 @@
 """The test harness that runs inside the sandbox (`python3 -I -S -c <this file>`; stdlib only).
 
-Reads one JSON payload on stdin: {"nonce", "code", "tests", "entry_point", "strict", "limits"}. Runs the candidate
+Reads one marshal-ed dict on stdin: {"nonce", "code", "tests", "entry_point", "strict", "limits"} (marshal and
+_ast are built in: importing json and ast would cost more than the interpreter's own start). Runs the candidate
 code, then the tests (HumanEval `check(candidate)` or plain assert lines) with == / != / assert rewritten to
 type-strict checks, and only when all of that returns normally writes the line "__REWARDS_PASS__ <nonce>" and
-exits 0. sys.exit, os._exit, a crash or a timeout never reach that line."""
+exits 0. sys.exit, os._exit, a crash or a timeout never reach that line.
 
-import ast
+The nonce is in no file, argument or environment variable of the sandbox, so printing a marker cannot forge a pass;
+Python code in the same interpreter could still dig it out of the harness's own frames (introspection), which is
+why the sandbox around this process, not the harness, is the security boundary."""
+
+import _ast
 import builtins
-import json
+import marshal
 import os
 import sys
 
 
 def _main():
-    payload = json.loads(sys.stdin.buffer.read().decode("utf-8"))
+    payload = marshal.loads(sys.stdin.buffer.read())
     fd = os.open("/dev/null", os.O_RDONLY)
     os.dup2(fd, 0)
     os.close(fd)
@@ -38,7 +43,7 @@ def _main():
 
 def _run(code, tests, entry_point, strict):
     plain_types = frozenset([int, float, complex, str, bytes, bool, type(None), list, tuple, dict, set, frozenset])
-    _type, _isinstance, _len, _all, _bool = type, isinstance, len, all, bool
+    _type, _all, _bool = type, all, bool
     clean_builtins = dict(builtins.__dict__)
 
     def plain(value, depth=0):
@@ -73,9 +78,9 @@ def _run(code, tests, entry_point, strict):
 
     namespace = {"__name__": "__candidate__", "__builtins__": builtins}
     exec(compile(code, "<candidate>", "exec"), namespace)
-    tree = ast.parse(tests, "<tests>", "exec")
+    tree = compile(tests, "<tests>", "exec", _ast.PyCF_ONLY_AST)
     if strict:
-        tree = ast.fix_missing_locations(_Strict().visit(tree))
+        tree = _strict(tree)
     scope = dict(namespace)
     scope.update({"__builtins__": clean_builtins, "__name__": "__tests__",
                   "__rw_eq__": strict_eq, "__rw_truth__": strict_truth})
@@ -88,20 +93,28 @@ def _run(code, tests, entry_point, strict):
     return True
 
 
-class _Strict(ast.NodeTransformer):
+def _located(new, old):
+    for name in ("lineno", "col_offset", "end_lineno", "end_col_offset"):
+        setattr(new, name, getattr(old, name, 1))
+    return new
+
+
+def _strict(node):
     """a == b -> __rw_eq__(a, b); a != b -> not __rw_eq__(a, b); assert x -> assert __rw_truth__(x)."""
-
-    def visit_Compare(self, node):
-        self.generic_visit(node)
-        if len(node.ops) == 1 and isinstance(node.ops[0], (ast.Eq, ast.NotEq)):
-            call = ast.Call(ast.Name("__rw_eq__", ast.Load()), [node.left, node.comparators[0]], [])
-            return call if isinstance(node.ops[0], ast.Eq) else ast.UnaryOp(ast.Not(), call)
-        return node
-
-    def visit_Assert(self, node):
-        self.generic_visit(node)
-        node.test = ast.Call(ast.Name("__rw_truth__", ast.Load()), [node.test], [])
-        return node
+    for name in node._fields:
+        value = getattr(node, name, None)
+        if isinstance(value, list):
+            setattr(node, name, [_strict(v) if isinstance(v, _ast.AST) else v for v in value])
+        elif isinstance(value, _ast.AST):
+            setattr(node, name, _strict(value))
+    if isinstance(node, _ast.Compare) and len(node.ops) == 1 and isinstance(node.ops[0], (_ast.Eq, _ast.NotEq)):
+        func = _located(_ast.Name("__rw_eq__", _ast.Load()), node)
+        call = _located(_ast.Call(func, [node.left, node.comparators[0]], []), node)
+        return call if isinstance(node.ops[0], _ast.Eq) else _located(_ast.UnaryOp(_ast.Not(), call), node)
+    if isinstance(node, _ast.Assert):
+        func = _located(_ast.Name("__rw_truth__", _ast.Load()), node.test)
+        node.test = _located(_ast.Call(func, [node.test], []), node.test)
+    return node
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ import os
 import resource
 import sys
 
+from rewards.extract import to_number
+
 
 def _exact_numbers_differ(a, b) -> bool:
     """Both are exact constant expressions (no floats, no symbols) whose values differ: no need to simplify."""
@@ -23,17 +25,33 @@ def _exact_numbers_differ(a, b) -> bool:
     return abs(va - vb) > 1e-9 * max(1.0, abs(vb))
 
 
+def _parse(answer: str) -> list:
+    """math-verify's parse of a final answer; a plain number is built directly (the LaTeX parser is the slow part)."""
+    from math_verify import parse
+
+    number = None if "." in answer else to_number(answer)  # decimals keep math-verify's rounding tolerance
+    if number is not None:
+        import sympy
+
+        return [sympy.Rational(number.numerator, number.denominator), answer]
+    return parse(f"$\\boxed{{{answer}}}$", parsing_timeout=None)
+
+
 def equal(pred: str, gold: str) -> bool:
     """math-verify's verdict on two final answers (each parsed as the content of a \\boxed{})."""
-    from math_verify import parse, verify
+    from math_verify import verify
 
-    gold_parsed = parse(f"$\\boxed{{{gold}}}$", parsing_timeout=None)
-    pred_parsed = parse(f"$\\boxed{{{pred}}}$", parsing_timeout=None)
+    gold_parsed, pred_parsed = _parse(gold), _parse(pred)
     if not gold_parsed or not pred_parsed:
         return False
     if _exact_numbers_differ(gold_parsed[0], pred_parsed[0]):
         return False
     return bool(verify(gold_parsed, pred_parsed, timeout_seconds=None))
+
+
+_WARM_UP = ("x + 1", "\\frac{\\pi}{2}", "\\sqrt{3}", "[1, 2]", "(1, 2]", "(1, 2)", "\\{1, 2\\}", "y = 2x + 3",
+            "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "x \\in [0, 1]", "\\cos x", "1 + 2i", "10_{5}", "3\\%",
+            "\\text{(A)}", "2^{10}", "\\infty", "\\log_2 8", "1.5", "a \\le b", "x^2 - 1")
 
 
 def main() -> None:
@@ -42,7 +60,11 @@ def main() -> None:
     import logging
 
     logging.disable(logging.WARNING)  # math-verify warns once that its timeouts are off: that is by design here
-    import math_verify  # noqa: F401  (import before answering so the first call is not slow)
+    for sample in _WARM_UP:  # first use of each LaTeX construct is slow (grammar and sympy caches): pay it now
+        try:
+            equal(sample, "2")
+        except Exception:
+            pass
 
     out = sys.stdout
     out.write("ready\n")

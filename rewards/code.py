@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import marshal
 import os
 import re
 import secrets
@@ -33,8 +33,8 @@ def run_tests(code: str, tests, entry_point: str | None = None, *, limits: Limit
               strict: bool = True, layer: str | None = None) -> tuple[bool, RunResult]:
     """Run `code` then `tests` in the sandbox; passed only when the harness printed this run's nonce last."""
     nonce = secrets.token_hex(16)
-    payload = json.dumps({"nonce": nonce, "code": code, "tests": _tests_text(tests), "entry_point": entry_point,
-                          "strict": strict, "limits": limits.rlimits()}).encode()
+    payload = marshal.dumps({"nonce": nonce, "code": code, "tests": _tests_text(tests), "entry_point": entry_point,
+                             "strict": bool(strict), "limits": limits.rlimits()}, 4)
     result = run_python(payload, limits, layer)
     lines = result.output.rstrip("\n").rsplit("\n", 1)
     passed = (result.returncode == 0 and not result.timed_out and lines[-1] == f"__REWARDS_PASS__ {nonce}")

@@ -8,6 +8,7 @@ from fractions import Fraction
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*")
 _HASHES = re.compile(r"####\s*([^\n]*)")
 _ANSWER_IS = re.compile(r"(?:final\s+)?answer\s+is\s*:?\s*([^\n]+)", re.IGNORECASE)
+_ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
 _MAX_NUMBER_CHARS = 60
 
@@ -49,8 +50,8 @@ def _clean_tail(value: str) -> str:
 
 
 def extract_answer(text: str, *, last_number: bool = False) -> str | None:
-    """The final answer of a completion: last \\boxed{}, else `#### N`, else "the answer is X",
-    else (when last_number) the last number in the text; None when there is none."""
+    """The final answer of a completion: last \\boxed{}, else `#### N`, else "the answer is X", else the last
+    <answer>...</answer>, else (when last_number) the last number in the text; None when there is none."""
     if not isinstance(text, str) or not text:
         return None
     boxed = last_boxed(text)
@@ -65,6 +66,9 @@ def extract_answer(text: str, *, last_number: bool = False) -> str | None:
         value = _clean_tail(said[-1])
         boxed = last_boxed(value)
         return boxed if boxed is not None else (value or None)
+    tagged = _ANSWER_TAG.findall(text)
+    if tagged and tagged[-1].strip():
+        return _clean_tail(tagged[-1])
     if last_number:
         numbers = _NUMBER.findall(text)
         if numbers:

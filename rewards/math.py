@@ -6,7 +6,7 @@ from ._common import column, completion_text
 from .extract import extract_answer, normalize, numbers_equal, to_number
 from .verify_pool import get_pool
 
-__all__ = ["accuracy", "answers_equal", "extract_answer", "DEFAULT_TIMEOUT"]
+__all__ = ["accuracy", "answers_equal", "answers_equal_many", "compare_many", "extract_answer", "DEFAULT_TIMEOUT"]
 
 DEFAULT_TIMEOUT = 5.0  # seconds per math-verify comparison
 _MAX_SYMBOLIC_CHARS = 2000
@@ -24,8 +24,9 @@ def _fast(pred: str, gold: str) -> bool | None:
     return None
 
 
-def answers_equal_many(pairs: list[tuple[str | None, str | None]], *, timeout: float = DEFAULT_TIMEOUT) -> list[bool]:
-    """answers_equal over many pairs; the symbolic ones run in parallel over the verifier pool."""
+def compare_many(pairs: list[tuple[str | None, str | None]], *, timeout: float = DEFAULT_TIMEOUT) -> list[bool | None]:
+    """True/False per (pred, gold) pair, None where math-verify ran past `timeout` (logged and counted by the pool);
+    the symbolic pairs run in parallel over the verifier pool."""
     results: list[bool | None] = []
     for pred, gold in pairs:
         if not isinstance(pred, str) or not isinstance(gold, str) or not pred.strip() or not gold.strip():
@@ -36,8 +37,13 @@ def answers_equal_many(pairs: list[tuple[str | None, str | None]], *, timeout: f
     if todo:
         verified = get_pool().map([(pairs[i][0].strip(), pairs[i][1].strip()) for i in todo], timeout)
         for i, ok in zip(todo, verified):
-            results[i] = bool(ok)
-    return [bool(r) for r in results]
+            results[i] = ok
+    return results
+
+
+def answers_equal_many(pairs: list[tuple[str | None, str | None]], *, timeout: float = DEFAULT_TIMEOUT) -> list[bool]:
+    """answers_equal over many pairs, in parallel (a timed-out comparison counts as not equal)."""
+    return [bool(r) for r in compare_many(pairs, timeout=timeout)]
 
 
 def answers_equal(pred: str | None, gold: str | None, *, timeout: float = DEFAULT_TIMEOUT) -> bool:
@@ -51,7 +57,8 @@ def answers_equal(pred: str | None, gold: str | None, *, timeout: float = DEFAUL
 
 def accuracy(prompts, completions, answer=None, *, last_number: bool | None = None,
              timeout: float = DEFAULT_TIMEOUT, **columns) -> list[float | None]:
-    """1.0 when the completion's final answer equals the row's `answer`, else 0.0; None for rows without one.
+    """1.0 when the completion's final answer equals the row's `answer`, else 0.0; None for rows without one
+    and for rows whose comparison ran past `timeout` seconds (logged; the verifier worker is killed).
 
     last_number: fall back to the last number in the text when no marked answer is found
     (None = only when the gold answer is a number)."""
@@ -62,5 +69,5 @@ def accuracy(prompts, completions, answer=None, *, last_number: bool | None = No
         gold = None if gold is None else str(gold)
         use_last = last_number if last_number is not None else (gold is not None and to_number(gold) is not None)
         pairs.append((extract_answer(completion_text(completion), last_number=use_last), gold))
-    equal = answers_equal_many(pairs, timeout=timeout)
-    return [None if gold is None else float(ok) for (_, gold), ok in zip(pairs, equal)]
+    equal = compare_many(pairs, timeout=timeout)
+    return [None if gold is None or ok is None else float(ok) for (_, gold), ok in zip(pairs, equal)]

@@ -2,17 +2,22 @@
 
 Layers, strongest first (the first that works here is used, and said once in the log):
   bwrap    bubblewrap --unshare-all --die-with-parent --new-session --as-pid-1 --clearenv, /usr read-only,
-           a size-capped tmpfs as /tmp (the working directory), nothing else of the host's filesystem
+           a size-capped tmpfs as /tmp (the working directory, the only writable place), nothing else of the host's
+           filesystem (no /etc, no /home, no /root)
   unshare  util-linux unshare (new net/pid/ipc/uts/mount namespaces) + setpriv, a private host temp dir
   rlimits  only the uid switch and the rlimits, a private host temp dir
 Every layer: runs as a dedicated uid (REWARDS_SANDBOX_UID_BASE, default 2000000, + worker slot; when this process
 is root), `prlimit` limits on address space, CPU seconds, file size, open files, processes and no core dumps,
 `python3 -I -S` (never -O), stdout+stderr to a size-capped anonymous file, its own session, and after the run
-every process of that uid is killed. REWARDS_SANDBOX=bwrap|unshare|rlimits forces a layer."""
+every process of that uid is killed. Not root: no uid switch and no RLIMIT_NPROC; cleanup then relies on the process
+group and (bwrap, unshare) the pid namespace. The candidate runs the system /usr/bin/python3 (REWARDS_SANDBOX_PYTHON):
+the sandbox uid cannot read a virtual environment under /root. REWARDS_SANDBOX=bwrap|unshare|rlimits forces a
+layer; REWARDS_SANDBOX_WORKERS sets the default number of parallel runs in rewards.code.unit_tests."""
 
 from __future__ import annotations
 
 import logging
+import marshal
 import os
 import shutil
 import signal
@@ -30,6 +35,7 @@ LAYERS = ("bwrap", "unshare", "rlimits")
 UID_BASE = int(os.environ.get("REWARDS_SANDBOX_UID_BASE", "2000000"))
 UID_SLOTS = 1024
 HARNESS = (Path(__file__).parent / "_harness.py").read_text()
+HARNESS_TAG = f"# rewards-sandbox-harness parent={os.getpid()}"  # in the candidate's argv: find leftovers by it
 
 
 @dataclass(frozen=True)
@@ -48,8 +54,12 @@ class Limits:
         return int(self.timeout) + 1
 
     def rlimits(self) -> dict[str, int]:
-        return {"RLIMIT_AS": self.memory_bytes, "RLIMIT_CPU": self.cpu_seconds, "RLIMIT_FSIZE": self.file_bytes,
-                "RLIMIT_NOFILE": self.open_files, "RLIMIT_NPROC": self.processes, "RLIMIT_CORE": 0}
+        """The limits as resource names; no RLIMIT_NPROC unless root (it counts every process of the uid)."""
+        limits = {"RLIMIT_AS": self.memory_bytes, "RLIMIT_CPU": self.cpu_seconds, "RLIMIT_FSIZE": self.file_bytes,
+                  "RLIMIT_NOFILE": self.open_files, "RLIMIT_NPROC": self.processes, "RLIMIT_CORE": 0}
+        if os.geteuid() != 0:
+            del limits["RLIMIT_NPROC"]
+        return limits
 
 
 @dataclass
@@ -70,6 +80,7 @@ class _UidSlots:
         self._free: list[tuple[int, socket.socket | None]] = []
         self._lock = threading.Lock()
         self._next = 0
+        self._taken: set[int] = set()
 
     def acquire(self) -> tuple[int, socket.socket | None]:
         with self._lock:
@@ -81,17 +92,37 @@ class _UidSlots:
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 try:
                     sock.bind(f"\0rewards-sandbox-uid-{uid}")
+                    self._taken.add(uid)
                     return uid, sock
                 except OSError:
                     sock.close()
             raise RuntimeError(f"all {UID_SLOTS} sandbox uids from {UID_BASE} are in use")
+
+    def owned(self) -> list[int]:
+        """The uids this process has taken so far."""
+        with self._lock:
+            return sorted(self._taken)
 
     def release(self, slot: tuple[int, socket.socket | None]) -> None:
         with self._lock:
             self._free.append(slot)
 
 
-_SLOTS = _UidSlots()
+_SLOTS: dict[int, _UidSlots] = {}
+
+
+def _slots() -> _UidSlots:
+    """This process's uid slots (a forked child takes its own: sharing a uid would let one kill the other's runs)."""
+    pid = os.getpid()
+    if pid not in _SLOTS:
+        _SLOTS.clear()
+        _SLOTS[pid] = _UidSlots()
+    return _SLOTS[pid]
+
+
+def owned_uids() -> list[int]:
+    """The sandbox uids this process holds (every process of theirs is killed after each run)."""
+    return _slots().owned()
 
 
 def processes_of(uid: int) -> list[int]:
@@ -107,10 +138,10 @@ def processes_of(uid: int) -> list[int]:
     return pids
 
 
-def kill_uid(uid: int) -> None:
-    """SIGKILL every process of `uid` until none is left (they cannot escape by forking: kill(-1) style sweep)."""
-    for _ in range(50):
-        pids = processes_of(uid)
+def kill_uid(uid: int, *, spare: int | None = None, rounds: int = 250) -> None:
+    """SIGKILL every process of `uid` (but `spare`) until none is left; reap the zombies that are our children."""
+    for _ in range(rounds):
+        pids = [pid for pid in processes_of(uid) if pid != spare]
         if not pids:
             return
         for pid in pids:
@@ -118,7 +149,25 @@ def kill_uid(uid: int) -> None:
                 os.kill(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-        time.sleep(0.002)
+            try:
+                os.waitpid(pid, os.WNOHANG)  # only ours (under PR_SET_CHILD_SUBREAPER): orphans re-parented to us
+            except ChildProcessError:
+                pass
+        time.sleep(0.004)
+
+
+_SUBREAPER_PID = 0
+
+
+def _become_subreaper() -> None:
+    """Orphans of the candidate are re-parented to this process (rlimits layer), so its zombies can be reaped."""
+    global _SUBREAPER_PID
+    if _SUBREAPER_PID != os.getpid():  # the flag is not inherited by a forked child
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(36, 1, 0, 0, 0) == 0:  # PR_SET_CHILD_SUBREAPER
+            _SUBREAPER_PID = os.getpid()
 
 
 # ---------------------------------------------------------------- commands per layer
@@ -130,9 +179,9 @@ def _python() -> str:
 def _prlimit(limits: Limits) -> list[str]:
     if not shutil.which("prlimit"):
         return []  # the harness sets the same limits itself
-    return ["prlimit", f"--as={limits.memory_bytes}", f"--cpu={limits.cpu_seconds}",
-            f"--fsize={limits.file_bytes}", f"--nofile={limits.open_files}", f"--nproc={limits.processes}",
-            "--core=0", "--"]
+    names = {"RLIMIT_AS": "--as", "RLIMIT_CPU": "--cpu", "RLIMIT_FSIZE": "--fsize", "RLIMIT_NOFILE": "--nofile",
+             "RLIMIT_NPROC": "--nproc", "RLIMIT_CORE": "--core"}  # values in bytes: "1G" is misread by some versions
+    return ["prlimit"] + [f"{names[k]}={v}" for k, v in limits.rlimits().items()] + ["--"]
 
 
 def _bwrap(limits: Limits) -> list[str]:
@@ -146,25 +195,26 @@ def _bwrap(limits: Limits) -> list[str]:
         elif path.is_dir():
             cmd += ["--ro-bind", str(path), str(path)]
     cmd += ["--dev", "/dev", "--proc", "/proc", "--size", str(limits.tmpfs_bytes), "--tmpfs", "/tmp",
-            "--chdir", "/tmp", "--hostname", "sandbox"]
+            "--chdir", "/tmp", "--hostname", "sandbox", "--remount-ro", "/"]
     return cmd
 
 
 def _command(layer: str, limits: Limits, uid: int | None) -> list[str]:
-    python = [_python(), "-I", "-S", "-c", HARNESS]
+    python = [_python(), "-I", "-S", "-c", f"{HARNESS_TAG}\n{HARNESS}"]
     if layer == "bwrap":
         return _prlimit(limits) + _bwrap(limits) + python
     drop = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"] if uid is not None else []
     if layer == "unshare":
         return (["unshare", "--net", "--pid", "--fork", "--kill-child", "--mount-proc", "--ipc", "--uts", "--"]
                 + drop + _prlimit(limits) + python)
-    return _prlimit(limits) + python
+    return drop + _prlimit(limits) + python
 
 
 # ---------------------------------------------------------------- running one program
 def _run(payload: bytes, limits: Limits, layer: str) -> RunResult:
     root = os.geteuid() == 0
-    slot = _SLOTS.acquire() if root else None
+    slots = _slots() if root else None
+    slot = slots.acquire() if slots else None
     uid = slot[0] if slot else None
     workdir = None
     start = time.monotonic()
@@ -177,6 +227,8 @@ def _run(payload: bytes, limits: Limits, layer: str) -> RunResult:
                 os.chown(workdir, uid, uid)
             cwd, user = workdir, {}
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": workdir or "/tmp"}
+        if layer == "rlimits" and uid is not None:
+            _become_subreaper()
         with tempfile.TemporaryFile() as out:
             timed_out = False
             proc = subprocess.Popen(_command(layer, limits, uid if layer != "bwrap" else None),
@@ -189,13 +241,7 @@ def _run(payload: bytes, limits: Limits, layer: str) -> RunResult:
             except (BrokenPipeError, OSError):
                 pass
             finally:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-                if uid is not None:
-                    kill_uid(uid)
-                proc.wait()
+                _stop(proc, uid, layer)
             size = out.seek(0, os.SEEK_END)
             out.seek(max(0, size - 65536))
             output = out.read().decode("utf-8", "replace")
@@ -204,7 +250,24 @@ def _run(payload: bytes, limits: Limits, layer: str) -> RunResult:
         if workdir:
             shutil.rmtree(workdir, ignore_errors=True)
         if slot:
-            _SLOTS.release(slot)
+            slots.release(slot)
+
+
+def _stop(proc: subprocess.Popen, uid: int | None, layer: str) -> None:
+    """Kill the candidate first (its parent, bwrap or unshare, then reaps it and the namespace), then the rest."""
+    if uid is not None:
+        kill_uid(uid, spare=proc.pid if layer == "bwrap" else None, rounds=50)
+    try:
+        proc.wait(timeout=0.5)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+    if uid is not None:
+        kill_uid(uid)
 
 
 _LAYER: str | None = None
@@ -216,7 +279,7 @@ def _works(layer: str) -> bool:
         return False
     if layer == "unshare" and (os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("setpriv")):
         return False
-    payload = b'{"nonce": "probe", "code": "x = 1", "tests": "assert x == 1", "entry_point": null}'
+    payload = marshal.dumps({"nonce": "probe", "code": "x = 1", "tests": "assert x == 1", "entry_point": None}, 4)
     result = _run(payload, Limits(timeout=30), layer)
     return result.returncode == 0 and result.output.rstrip().endswith("__REWARDS_PASS__ probe")
 
@@ -239,5 +302,5 @@ def sandbox_layer() -> str:
 
 
 def run_python(payload: bytes, limits: Limits = Limits(), layer: str | None = None) -> RunResult:
-    """Run the harness on a JSON payload (see _harness.py) in the sandbox."""
+    """Run the harness on a marshal-ed payload (see _harness.py) in the sandbox."""
     return _run(payload, limits, layer or sandbox_layer())

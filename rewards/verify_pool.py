@@ -135,6 +135,21 @@ class VerifyPool:
                 self._give(worker, healthy=False)
         return results
 
+    def start(self) -> None:
+        """Start every worker now (in parallel) rather than on first use."""
+        with self._cond:
+            missing = self.size - self._count
+            self._count += missing
+        workers = [_Worker() for _ in range(missing)]
+        for worker in workers:
+            try:
+                worker.wait_ready()
+            except Exception:
+                with self._cond:
+                    self._count -= 1
+                continue
+            self._give(worker, healthy=True)
+
     def close(self) -> None:
         with self._cond:
             idle, self._idle = self._idle, []

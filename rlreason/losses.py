@@ -48,11 +48,12 @@ def kl_k3(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
-    """Mean of x where mask is 1 (0 where the mask is empty, never NaN)."""
+    """Mean of x where mask is 1; entries outside the mask are ignored even if NaN (0 for an empty mask)."""
+    x = torch.where(mask.bool(), x, torch.zeros_like(x))
     mask = mask.to(x.dtype)
     if dim is None:
-        return (x * mask).sum() / mask.sum().clamp(min=1.0)
-    return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1.0)
+        return x.sum() / mask.sum().clamp(min=1.0)
+    return x.sum(dim) / mask.sum(dim).clamp(min=1.0)
 
 
 def clipped_surrogate(logps: torch.Tensor, old_logps: torch.Tensor | None, advantages: torch.Tensor,

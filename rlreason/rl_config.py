@@ -25,7 +25,12 @@ class RLConfig(GRPOConfig):
     kl_in_reward: bool = False
     whiten_advantages: bool = True
     num_ppo_epochs: int = 1
-    value_model: str | None = None
+    # SCoRe (two-attempt self-correction); unused by GRPO and PPO
+    stage_one_steps: int = field(default=0, metadata={"help": "SCoRe: optimizer steps of stage I; stage II after"})
+    beta_first: float = field(default=0.1, metadata={"help": "SCoRe stage I: KL weight on attempt 1's tokens"})
+    alpha: float = field(default=10.0, metadata={"help": "SCoRe stage II: bonus alpha * (r(y2) - r(y1))"})
+    correction_instruction: str | None = field(default=None, metadata={
+        "help": "SCoRe: the turn between the attempts (default: rlreason.rollout.SELF_CORRECTION_INSTRUCTION)"})
 
     def __post_init__(self):
         if self.advantage_estimator == "dr_grpo" and self.scale_rewards == "group":

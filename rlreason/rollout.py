@@ -59,9 +59,8 @@ def encode_prompts(tokenizer, prompts: list) -> tuple[torch.Tensor, torch.Tensor
     if not prompts:
         raise ValueError("generate needs at least one prompt")
     texts = render_prompts(tokenizer, prompts)
-    is_chat = not isinstance(prompts[0], str)
     pad_id = _pad_id(tokenizer)
-    rows = [tokenizer(t, add_special_tokens=not is_chat)["input_ids"] for t in texts]
+    rows = [tokenizer(t, add_special_tokens=isinstance(p, str))["input_ids"] for t, p in zip(texts, prompts)]
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -141,6 +140,7 @@ def generate(model, tokenizer, prompts: list, *, num_generations: int = 1, max_c
     from accelerate.utils import extract_model_from_parallel
     from transformers import GenerationConfig
 
+    top_p, top_k = 1.0 if top_p is None else top_p, top_k or 0  # None means "off", as in GRPOConfig
     _check_options(num_generations, max_completion_length, temperature, top_p, top_k, do_sample, batch_size)
     model = extract_model_from_parallel(model)
     k = num_generations

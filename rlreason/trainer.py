@@ -3,7 +3,8 @@
 Everything around the loop (optimiser, schedule, gradient accumulation, checkpoints, resume,
 DeepSpeed, report_to) is transformers.Trainer's. This file adds one rollout per optimizer step
 (`get_batch_samples`) and the policy loss (`compute_loss`). Algorithms plug in by overriding
-`score` (rewards), `advantages` and `extra_loss` -- see algorithms/grpo.py and algorithms/ppo.py.
+`sample`, `reference_logps`, `compute_advantages`, `kl_weights` and `compute_loss` -- see
+algorithms/ppo.py (values and GAE) and algorithms/score.py (two attempts).
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from rlreason.scoring import RewardScorer
 class OnlineRLTrainer(Trainer):
     """GRPO-family trainer. `args` is an RLConfig; `train_dataset` holds task rows."""
 
+    loss_is_scaled_for_ga = True  # the policy losses divide by the accumulation steps themselves, as TRL's do
+
     def __init__(self, model, args, train_dataset, processing_class, reward_funcs, reward_weights=None,
-                 peft_config=None, callbacks=None):
+                 peft_config=None, callbacks=None, eval_dataset=None, eval_max_completion_length=None):
         if peft_config is not None:
             from peft import get_peft_model
 
@@ -33,13 +36,14 @@ class OnlineRLTrainer(Trainer):
         if args.gradient_checkpointing:
             model.config.use_cache = False
         super().__init__(model=model, args=args, train_dataset=train_dataset, processing_class=processing_class,
-                         data_collator=lambda rows: rows, callbacks=callbacks)
+                         eval_dataset=eval_dataset, data_collator=lambda rows: rows, callbacks=callbacks)
+        self.eval_max_completion_length = eval_max_completion_length or args.max_completion_length
         self.model_accepts_loss_kwargs = False  # the loss normalises for accumulation itself, as TRL's does
         if args.per_device_train_batch_size % args.num_generations:
             raise ValueError(f"per_device_train_batch_size ({args.per_device_train_batch_size}) must be a multiple "
                              f"of num_generations ({args.num_generations}): each micro-batch holds whole groups")
         self.scorer = RewardScorer(reward_funcs, reward_weights)
-        self.ref_model = self._make_reference(model) if args.beta != 0.0 and not self.use_peft else None
+        self.ref_model = self._make_reference(model) if self.uses_reference() and not self.use_peft else None
         self.policy_loss = get_policy_loss(args.loss_type)
         self.advantage_fn = get_advantage(args.advantage_estimator)
         self._metrics: dict[str, list[float]] = defaultdict(list)
@@ -57,6 +61,10 @@ class OnlineRLTrainer(Trainer):
         loader = DataLoader(self.train_dataset, batch_size=prompts_per_batch, collate_fn=lambda rows: rows,
                             sampler=RandomSampler(self.train_dataset, generator=generator), drop_last=True)
         return self.accelerator.prepare(loader)
+
+    def uses_reference(self) -> bool:
+        """Whether the loss has a KL term, so reference log-probs are needed."""
+        return self.args.beta != 0.0
 
     def _make_reference(self, model):
         """A frozen copy of the initial policy (only without LoRA; with LoRA the adapter is switched off)."""
@@ -89,53 +97,51 @@ class OnlineRLTrainer(Trainer):
     @torch.no_grad()
     def make_experience(self, micro_batches: list[list[dict]]) -> list[dict]:
         """Sample, score and weigh completions for every micro-batch of prompt rows."""
-        args, k = self.args, self.args.num_generations
         rows = [r for mb in micro_batches for r in mb]
+        batch, rollout, gen_seconds = self.sample(rows)
+        expanded = [r for r in rows for _ in range(self.args.num_generations)]
+        scores = self.scorer(expanded, rollout.texts)
+        rewards = scores.total.to(self.args.device)
+        batch["old_logps"], batch["ref_logps"] = self.reference_logps(batch)
+        batch["advantages"], adv_stats = self.compute_advantages(batch, rewards)
+        self._log_rollout(rows, rollout, scores, rewards, batch["advantages"], adv_stats, gen_seconds)
+        return split_micro_batches(batch, len(micro_batches))
+
+    def sample(self, rows: list[dict]):
+        """k completions per prompt -> (batch of token tensors on the device, the Rollout, seconds)."""
+        args, k, device = self.args, self.args.num_generations, self.args.device
         start = time.perf_counter()
-        model = self.accelerator.unwrap_model(self.model)
         with _unwrap_for_generation(self.model, self.accelerator, args) as gen_model:
             rollout = generate(gen_model, self.processing_class, [r["prompt"] for r in rows], num_generations=k,
                                max_completion_length=args.max_completion_length, temperature=args.temperature,
                                top_p=args.top_p, top_k=args.top_k or 0, do_sample=True)
         gen_seconds = time.perf_counter() - start
-        device = args.device
-        prompt_ids = rollout.prompt_ids.repeat_interleave(k, 0).to(device)
-        prompt_mask = rollout.prompt_mask.repeat_interleave(k, 0).to(device)
         completion_ids, completion_mask = rollout.completion_ids.to(device), rollout.completion_mask.to(device)
         if args.mask_truncated_completions:
             completion_mask = completion_mask * (~rollout.truncated.to(device)).unsqueeze(1).int()
+        prompt_ids, prompt_mask = (t.to(device) for t in rollout.expanded_prompts())
+        batch = {"input_ids": torch.cat([prompt_ids, completion_ids], 1),
+                 "attention_mask": torch.cat([prompt_mask, completion_mask], 1),
+                 "completion_ids": completion_ids, "completion_mask": completion_mask}
+        return batch, rollout, gen_seconds
 
-        expanded = [r for r in rows for _ in range(k)]
-        scores = self.scorer(expanded, rollout.texts)
-        rewards = scores.total.to(device)
-        adv = self.advantage_fn(rewards, num_generations=k, scale_rewards=args.scale_rewards)
-        advantages, adv_stats = (adv if isinstance(adv, tuple) else (adv, {}))
-
-        input_ids = torch.cat([prompt_ids, completion_ids], 1)
-        attention = torch.cat([prompt_mask, completion_mask], 1)
-        C = completion_ids.size(1)
-        old_logps = ref_logps = None
-        if args.num_iterations > 1:
-            old_logps = self._logps(model, input_ids, attention, C)
-        if args.beta != 0.0:
+    def reference_logps(self, batch: dict):
+        """(old log-probs, when a rollout is reused; reference log-probs, when beta != 0)."""
+        model = self.accelerator.unwrap_model(self.model)
+        ids, attention, C = batch["input_ids"], batch["attention_mask"], batch["completion_ids"].size(1)
+        old = self._logps(model, ids, attention, C) if self.args.num_iterations > 1 else None
+        ref = None
+        if self.uses_reference():
             if self.use_peft:
                 with model.disable_adapter():
-                    ref_logps = self._logps(model, input_ids, attention, C)
+                    ref = self._logps(model, ids, attention, C)
             else:
-                ref_logps = self._logps(self.ref_model, input_ids, attention, C)
+                ref = self._logps(self.ref_model, ids, attention, C)
+        return old, ref
 
-        self._log_rollout(rows, rollout, scores, rewards, advantages, adv_stats, completion_mask, gen_seconds)
-        per = args.per_device_train_batch_size
-        out = []
-        for i in range(0, len(expanded), per):
-            sl = slice(i, i + per)
-            out.append({
-                "input_ids": input_ids[sl], "attention_mask": attention[sl], "completion_ids": completion_ids[sl],
-                "completion_mask": completion_mask[sl], "advantages": advantages[sl],
-                "old_logps": None if old_logps is None else old_logps[sl],
-                "ref_logps": None if ref_logps is None else ref_logps[sl],
-            })
-        return out
+    def compute_advantages(self, batch: dict, rewards: torch.Tensor):
+        """Sequence rewards -> advantages with the recipe's estimator; PPO overrides this with GAE."""
+        return self.advantage_fn(rewards, self.args.num_generations, scale_rewards=self.args.scale_rewards)
 
     def _logps(self, model, input_ids, attention, C):
         bs = self.args.per_device_train_batch_size
@@ -157,8 +163,10 @@ class OnlineRLTrainer(Trainer):
             max_completion_length=args.max_completion_length, num_items_in_batch=num_items_in_batch,
             num_processes=self.accelerator.num_processes,
             gradient_accumulation_steps=self.current_gradient_accumulation_steps, entropy=entropy,
+            use_bias_correction_kl=args.use_bias_correction_kl, delta=args.delta,
         )
-        loss = loss + self.extra_loss(model, inputs)
+        if inputs["old_logps"] is not None:  # how far the policy moved from the one that sampled
+            stats["approx_kl"] = (0.5 * (logps.detach() - old) ** 2 * mask).sum() / mask.sum().clamp(min=1)
         for key, value in stats.items():
             self._metrics[key].append(float(value))
         return loss
@@ -167,11 +175,24 @@ class OnlineRLTrainer(Trainer):
         """KL weight per token; a float for GRPO, a (B, C) tensor where attempts differ (SCoRe)."""
         return self.args.beta
 
-    def extra_loss(self, model, inputs):
-        return 0.0
+    # ----------------------------------------------------------------------------------- evaluation
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+        """Greedy accuracy on the held-out rows (every eval_steps with eval_strategy: steps), logged as eval_*."""
+        from rlreason.evaluation import evaluate_greedy
+
+        rows = eval_dataset if eval_dataset is not None else self.eval_dataset
+        metrics = {}
+        if rows is not None and self.is_world_process_zero():
+            model = self.accelerator.unwrap_model(self.model)
+            result = evaluate_greedy(model, self.processing_class, rows, reward=self.scorer.names[0],
+                                     max_completion_length=self.eval_max_completion_length, progress=False)
+            metrics = {f"{metric_key_prefix}_accuracy": result["accuracy"]}
+            self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
 
     # ----------------------------------------------------------------------------------- logging
-    def _log_rollout(self, rows, rollout, scores, rewards, advantages, adv_stats, completion_mask, gen_seconds):
+    def _log_rollout(self, rows, rollout, scores, rewards, advantages, adv_stats, gen_seconds):
         lengths = rollout.completion_mask.sum(1).float()
         gathered_len = self.accelerator.gather(lengths.to(self.args.device))
         m = self._metrics
@@ -194,7 +215,7 @@ class OnlineRLTrainer(Trainer):
             self._table = [
                 {"step": self.state.global_step, "prompt": _prompt_text(rows[i // self.args.num_generations]),
                  "completion": rollout.texts[i], **{n: float(scores.per_function[n][i]) for n in names},
-                 "advantage": float(advantages[i])}
+                 "advantage": float(advantages[i].float().mean())}
                 for i in range(min(len(rollout.texts), 16))
             ]
 
@@ -220,6 +241,14 @@ class OnlineRLTrainer(Trainer):
             return
         columns = list(self._table[0])
         wandb.log({"completions": wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in self._table])})
+
+
+def split_micro_batches(batch: dict, count: int) -> list[dict]:
+    """One rollout's tensors cut into `count` equal micro-batches (the accumulation steps it came from)."""
+    rows = len(batch["input_ids"])
+    per = -(-rows // count)
+    return [{key: (None if value is None else value[i:i + per]) for key, value in batch.items()}
+            for i in range(0, rows, per)]
 
 
 def _frac_zero_std(rewards: torch.Tensor, k: int) -> float:

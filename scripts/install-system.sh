@@ -3,7 +3,9 @@
 set -u
 need=()
 command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
-command -v prlimit >/dev/null 2>&1 || need+=(util-linux)
+for tool in prlimit setpriv unshare; do  # all three come with util-linux
+  command -v "$tool" >/dev/null 2>&1 || { need+=(util-linux); break; }
+done
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "rlreason: ${need[*]} missing and cannot be installed here (needs root and apt); the code sandbox falls back to weaker isolation." >&2

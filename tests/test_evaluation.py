@@ -57,6 +57,28 @@ def test_sampled_metrics_on_known_completions(monkeypatch):
     assert buckets["[0.50, 0.75)"] == (1, 0.0) and buckets["[0.75, 1.00]"] == (2, 1.0)
 
 
+def test_humaneval_pass_at_k_by_unit_tests(data_dir, monkeypatch):
+    import rlreason.rollout
+    from rlreason.tasks import load_task
+
+    rows = [dict(r) for r in load_task("humaneval", "test", path=str(data_dir / "humaneval" / "HumanEval.jsonl.gz"),
+                                       limit=2)]
+    right = {r["prompt"][-1]["content"]: f"```python\n{r['solution']}\n```" for r in rows}
+    wrong = "```python\ndef nothing():\n    return None\n```"
+
+    def fake_generate(model, tokenizer, prompts, *, num_generations=1, **kwargs):  # problem i: i+1 right of 4
+        texts = [right[p[-1]["content"]] if j <= i else wrong for i, p in enumerate(prompts)
+                 for j in range(num_generations)]
+        return SimpleNamespace(texts=texts, truncated=torch.zeros(len(texts), dtype=torch.bool))
+
+    monkeypatch.setattr(rlreason.rollout, "generate", fake_generate)
+    r = evaluate_sampled(torch.nn.Linear(1, 1), None, rows, n=4, ks=(1, 4), reward="rewards.code.unit_tests",
+                         progress=False)
+    assert r["pass_at_k"]["1"] == pytest.approx((1 / 4 + 2 / 4) / 2)
+    assert r["pass_at_k"]["4"] == 1.0
+    assert "maj_at_k" not in r  # no final answer to vote on for code
+
+
 def test_greedy_accuracy_on_the_tiny_model(tiny, rows):
     model, tokenizer = tiny
     r = evaluate_greedy(model, tokenizer, rows, max_completion_length=16, reward=length_parity, progress=False)
@@ -160,25 +182,6 @@ def test_eval_command_errors_are_one_line(tiny_model_dir, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["--model", tiny_model_dir, "--adapter", str(tmp_path), "--task", "arithmetic"])
     assert e.value.code == 2 and "adapter_config.json" in capsys.readouterr().err
-
-
-def test_periodic_eval_callback_logs_every_eval_steps(tiny, rows):
-    from rlreason.evaluation.callback import PeriodicEvalCallback
-
-    model, tokenizer = tiny
-    logged = []
-    trainer = SimpleNamespace(log=logged.append)
-    callback = PeriodicEvalCallback(rows[:4], eval_steps=2, trainer=trainer, reward=length_parity,
-                                    max_completion_length=8, n=2, ks=(1, 2))
-    for step in range(1, 6):
-        state = SimpleNamespace(global_step=step, is_world_process_zero=True)
-        callback.on_step_end(None, state, None, model=model, processing_class=tokenizer)
-    assert [step for step, _ in callback.history] == [2, 4]
-    assert len(logged) == 2 and set(logged[0]) >= {"eval/accuracy", "eval/pass@1", "eval/pass@2", "eval/maj@2"}
-    assert logged[0]["eval/accuracy"] == logged[1]["eval/accuracy"]  # greedy, and the model did not change
-    assert model.training is False
-    with pytest.raises(ValueError, match="eval_steps"):
-        PeriodicEvalCallback(rows, eval_steps=0)
 
 
 def test_presets_fill_in_and_flags_win():

@@ -12,34 +12,49 @@ from pathlib import Path
 import pytest
 
 from rewards.code import run_tests, unit_tests
-from rewards.sandbox import UID_BASE, UID_SLOTS, Limits, sandbox_layer
+from rewards.sandbox import Limits, owned_uids, sandbox_layer
 
 LIMIT = 2.0
 TMP = Path(tempfile.gettempdir())
 
 
 def sandbox_processes() -> list[tuple[int, int]]:
-    """(pid, uid) of every process owned by a sandbox uid."""
-    found = []
+    """(pid, uid) of every process owned by a sandbox uid of this test process."""
+    uids, found = set(owned_uids()), []
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             try:
                 uid = entry.stat().st_uid
             except OSError:
                 continue
-            if UID_BASE <= uid < UID_BASE + UID_SLOTS:
+            if uid in uids:
                 found.append((int(entry.name), uid))
     return found
 
 
+def tagged_processes() -> list[int]:
+    """Pids of any process (whatever its uid) started with this test process's harness tag."""
+    from rewards.sandbox import HARNESS_TAG
+
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if HARNESS_TAG.encode() in Path(entry.path, "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
 def sandbox_listeners() -> list[str]:
-    """Lines of /proc/net/tcp{,6} in LISTEN state owned by a sandbox uid."""
-    lines = []
+    """Lines of /proc/net/tcp{,6} in LISTEN state owned by a sandbox uid of this test process."""
+    uids, lines = set(owned_uids()), []
     for name in ("/proc/net/tcp", "/proc/net/tcp6"):
         if os.path.exists(name):
             for line in Path(name).read_text().splitlines()[1:]:
                 fields = line.split()
-                if fields[3] == "0A" and UID_BASE <= int(fields[7]) < UID_BASE + UID_SLOTS:
+                if fields[3] == "0A" and int(fields[7]) in uids:
                     lines.append(line)
     return lines
 
@@ -54,8 +69,10 @@ def nothing_left_behind():
         pytest.skip("the sandbox tests need root (the candidate runs as a dedicated uid)")
     before = temp_dirs()
     yield
+    assert owned_uids(), "the sandbox ran without a dedicated uid"
     time.sleep(0.05)
     assert sandbox_processes() == [], "a sandboxed process outlived its run"
+    assert tagged_processes() == [], "a sandboxed process outlived its run"
     assert sandbox_listeners() == [], "a sandboxed listener outlived its run"
     assert temp_dirs() - before == set(), "a sandbox temp dir was left behind"
 
@@ -138,7 +155,7 @@ def test_write_and_delete_outside_its_directory(tmp_path):
     victim.write_text("keep me")
     os.chmod(tmp_path, 0o777)
     os.chmod(victim, 0o666)
-    planted = TMP / f"rewards-test-planted-{os.getpid()}"
+    planted = Path(f"/rewards-test-planted-{os.getpid()}")  # outside /tmp, the sandbox's own directory
     code = f"""
         import os
         def f():
@@ -307,13 +324,19 @@ def test_monkeypatched_builtins_do_not_fool_the_tests():
     assert attack(code, "assert abs(f(1) - 3) < 1e-6") == 0.0
 
 
-def test_fallback_layers_still_score_and_clean_up():
-    for layer in ("unshare", "rlimits"):
-        ok, _ = run_tests("def f(x):\n    return x + 1\n", "assert f(1) == 2", limits=Limits(timeout=10), layer=layer)
-        assert ok, layer
-        ok, _ = run_tests("def f(x):\n    return x\n", "assert f(1) == 2", limits=Limits(timeout=10), layer=layer)
-        assert not ok, layer
-        start = time.monotonic()
-        ok, result = run_tests("import os\nif os.fork() == 0:\n    os.setsid()\n    import time\n    time.sleep(60)\n"
-                               "while True:\n    pass\n", "assert True", limits=Limits(timeout=LIMIT), layer=layer)
-        assert not ok and result.timed_out and time.monotonic() - start <= LIMIT + 1.0, layer
+@pytest.mark.parametrize("layer", ["bwrap", "unshare", "rlimits"])
+def test_every_layer_runs_as_a_dedicated_uid_scores_and_cleans_up(layer):
+    import shutil
+
+    if layer == "bwrap" and not shutil.which("bwrap"):
+        pytest.skip("bubblewrap is not installed")
+    uid_check = "import os\ndef f():\n    return os.getuid() != 0 and os.geteuid() != 0 and os.getgid() != 0\n"
+    ok, result = run_tests(uid_check, "assert f()", limits=Limits(timeout=10), layer=layer)
+    assert ok, result.output
+    ok, _ = run_tests("def f(x):\n    return x\n", "assert f(1) == 2", limits=Limits(timeout=10), layer=layer)
+    assert not ok
+    start = time.monotonic()
+    daemon = ("import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n        time.sleep(60)\n"
+              "    os._exit(0)\nwhile True:\n    pass\n")
+    ok, result = run_tests(daemon, "assert True", limits=Limits(timeout=LIMIT), layer=layer)
+    assert not ok and result.timed_out and time.monotonic() - start <= LIMIT + 1.0

@@ -123,6 +123,7 @@ def test_model_mode_restored_and_no_grad(tok):
 def test_string_prompts_and_top_k_top_p(model, tok):
     torch.manual_seed(0)
     out = generate(model, tok, ["12+3=", "7"], num_generations=3, max_completion_length=5, top_k=5, top_p=0.9)
+    assert generate(model, tok, ["7"], max_completion_length=2, top_k=None, top_p=None).completion_ids.shape[0] == 1
     assert out.prompt_ids.shape[0] == 2 and out.completion_ids.shape[0] == 6
     assert out.prompt_ids[1][out.prompt_mask[1].bool()].tolist() == tok("7")["input_ids"]
 

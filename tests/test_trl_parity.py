@@ -33,7 +33,7 @@ def model_dir(tmp_path_factory):
     return str(path)
 
 
-def make_trainer(model_dir, tmp_path, loss_type, grad_accum):
+def make_trainer(model_dir, tmp_path, loss_type, grad_accum, extra):
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
@@ -41,7 +41,7 @@ def make_trainer(model_dir, tmp_path, loss_type, grad_accum):
                         per_device_train_batch_size=K * len(CHAT_PROMPTS), num_generations=K,
                         gradient_accumulation_steps=grad_accum, max_completion_length=C, temperature=TEMPERATURE,
                         beta=BETA, epsilon=EPS_LOW, epsilon_high=EPS_HIGH, loss_type=loss_type, num_iterations=2,
-                        save_strategy="no", logging_strategy="no", seed=0)
+                        save_strategy="no", logging_strategy="no", seed=0, **extra)
     rows = Dataset.from_list([{"prompt": p} for p in CHAT_PROMPTS] * 4)
     trainer = GRPOTrainer(model=model_dir, reward_funcs=lambda completions, **_: [0.0] * len(completions),
                           args=config, train_dataset=rows)
@@ -50,7 +50,7 @@ def make_trainer(model_dir, tmp_path, loss_type, grad_accum):
     return trainer
 
 
-def make_batch(trainer, grad_accum):
+def make_batch(trainer):
     """One rollout from the trainer's model, shaped as GRPOTrainer._generate_and_score_completions returns it."""
     model, tok = trainer.model, trainer.processing_class
     torch.manual_seed(0)
@@ -69,22 +69,26 @@ def make_batch(trainer, grad_accum):
     shape = logps.shape
     old = (logps + 0.4 * torch.randn(shape, generator=g)) * completion_mask
     ref = (logps + 0.5 * torch.randn(shape, generator=g)) * completion_mask
-    # num_items_in_batch counts the whole generation batch: grad_accum micro-batches of this size
+    # num_items_in_batch counts the whole generation batch: steps_per_generation micro-batches of this size
     return {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "completion_ids": out.completion_ids,
             "completion_mask": completion_mask, "advantages": advantages, "old_per_token_logps": old,
-            "ref_per_token_logps": ref, "num_items_in_batch": completion_mask.sum() * grad_accum}
+            "ref_per_token_logps": ref, "num_items_in_batch": completion_mask.sum() * trainer.args.steps_per_generation}
 
 
 def grads(model):
     return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize("loss_type, grad_accum", [("grpo", 1), ("dapo", 1), ("dr_grpo", 1), ("bnpo", 1),
-                                                   ("dapo", 2), ("grpo", 2)])
-def test_loss_and_gradients_match_trl(model_dir, tmp_path, loss_type, grad_accum):
-    trainer = make_trainer(model_dir, tmp_path, loss_type, grad_accum)
+CASES = [("grpo", 1, {}), ("dapo", 1, {}), ("dr_grpo", 1, {}), ("bnpo", 1, {}), ("grpo", 2, {}), ("dapo", 2, {}),
+         ("dr_grpo", 2, {}), ("dapo", 2, {"steps_per_generation": 4}), ("grpo", 1, {"use_bias_correction_kl": False}),
+         ("dapo", 1, {"delta": 1.1})]
+
+
+@pytest.mark.parametrize("loss_type, grad_accum, extra", CASES)
+def test_loss_and_gradients_match_trl(model_dir, tmp_path, loss_type, grad_accum, extra):
+    trainer = make_trainer(model_dir, tmp_path, loss_type, grad_accum, extra)
     model = trainer.model
-    inputs = make_batch(trainer, grad_accum)
+    inputs = make_batch(trainer)
 
     model.zero_grad(set_to_none=True)
     trl_loss = trainer.compute_loss(model, inputs)
@@ -99,7 +103,8 @@ def test_loss_and_gradients_match_trl(model_dir, tmp_path, loss_type, grad_accum
         logps, inputs["old_per_token_logps"], inputs["advantages"], inputs["completion_mask"],
         ref_logps=inputs["ref_per_token_logps"], beta=BETA, epsilon_low=EPS_LOW, epsilon_high=EPS_HIGH,
         max_completion_length=C, num_items_in_batch=inputs["num_items_in_batch"],
-        gradient_accumulation_steps=grad_accum, entropy=entropy)
+        gradient_accumulation_steps=grad_accum, steps_per_generation=trainer.args.steps_per_generation,
+        use_bias_correction_kl=trainer.args.use_bias_correction_kl, delta=trainer.args.delta, entropy=entropy)
     loss.backward()
     ours = grads(model)
 
@@ -107,11 +112,12 @@ def test_loss_and_gradients_match_trl(model_dir, tmp_path, loss_type, grad_accum
     assert ours.keys() == trl_grads.keys() and len(ours) > 10
     worst = max(((ours[n] - trl_grads[n]).abs().max() / trl_grads[n].abs().max().clamp(min=1e-12)).item()
                 for n in ours)
-    print(f"{loss_type} ga={grad_accum}: loss {loss.item():.8f} vs TRL {trl_loss.item():.8f}, "
+    print(f"{loss_type} ga={grad_accum} {extra}: loss {loss.item():.8f} vs TRL {trl_loss.item():.8f}, "
           f"max relative gradient error {worst:.2e}")
     assert worst < RTOL
-    # the batch exercises both clipping sides and the KL term, as the TRL metrics confirm
-    assert stats["clip_ratio/low_mean"] > 0 and stats["clip_ratio/high_mean"] > 0 and stats["kl"] > 0
+    # the batch exercises both clipping sides (delta caps the ratio below 1 + epsilon_high) and the KL term
+    assert stats["clip_ratio/low_mean"] > 0 and stats["kl"] > 0
+    assert (stats["clip_ratio/high_mean"] > 0) == ("delta" not in extra)
     trl_metrics = trainer._metrics["train"]
     assert stats["kl"].item() == pytest.approx(trl_metrics["kl"][-1], rel=1e-5)
     assert stats["clip_ratio/region_mean"].item() == pytest.approx(trl_metrics["clip_ratio/region_mean"][-1],

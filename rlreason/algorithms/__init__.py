@@ -18,7 +18,21 @@ def _grpo():
     return RLConfig, train
 
 
-_LOADERS = {"sft": _sft, "grpo": _grpo}
+def _ppo():
+    from rlreason.algorithms.ppo import train
+    from rlreason.rl_config import RLConfig
+
+    return RLConfig, train
+
+
+def _score():
+    from rlreason.algorithms.score import train
+    from rlreason.rl_config import RLConfig
+
+    return RLConfig, train
+
+
+_LOADERS = {"sft": _sft, "grpo": _grpo, "ppo": _ppo, "score": _score}
 
 
 class _Registry(dict):

@@ -16,6 +16,9 @@ def train(recipe) -> str:
     start_run(recipe)
     model, tokenizer = load_policy(prepare_model_path(args, targs.output_dir), args.dtype, args.attn_implementation)
     rows = load_rows(args, args.dataset_train_split, args.max_train_samples)
+    eval_rows = None  # eval_strategy: steps -> greedy accuracy on the test split every eval_steps
+    if targs.eval_strategy != "no":
+        eval_rows = load_rows(args, args.dataset_test_split, args.max_eval_samples)
     callbacks = [MetricsJsonlCallback(targs.output_dir)]
     if args.backend == "trl":
         trainer = _trl_trainer(recipe, model, tokenizer, rows, callbacks)
@@ -23,7 +26,8 @@ def train(recipe) -> str:
         from rlreason.trainer import OnlineRLTrainer
 
         trainer = OnlineRLTrainer(model, targs, rows, tokenizer, args.reward_funcs, args.reward_weights,
-                                  peft_config=lora_config(args), callbacks=callbacks)
+                                  peft_config=lora_config(args), callbacks=callbacks, eval_dataset=eval_rows,
+                                  eval_max_completion_length=args.eval_max_completion_length)
     else:
         raise ValueError(f"backend '{args.backend}' is not one of rlreason, trl")
     run_training(trainer, targs)

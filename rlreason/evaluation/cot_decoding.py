@@ -72,7 +72,7 @@ def _decode_paths(model, tokenizer, prompts: list, branches: int, max_completion
     if max_completion_length > 1:
         out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_completion_length - 1, **common)
         rest = out.sequences[:, ids.shape[1]:]
-        rest_margin = _margins(torch.stack(out.logits, dim=1)) if out.logits else rest.new_zeros(rest.shape, dtype=torch.float)
+        rest_margin = _margins(torch.stack(out.logits, dim=1))  # (B*branches, steps)
     else:
         rest = ids.new_zeros((ids.shape[0], 0))
         rest_margin = torch.zeros(ids.shape[0], 0, device=ids.device)
@@ -110,7 +110,8 @@ def path_confidence(tokenizer, ids: list[int], margins: list[float], math_task: 
 
 
 def cot_decoding(model, tokenizer, rows, *, branches: int = 5, max_completion_length: int = 256, batch_size: int = 16,
-                 reward: str | Callable = DEFAULT_REWARD, progress: bool = True, num_shown: int = SHOWN_SAMPLES) -> dict:
+                 reward: str | Callable = DEFAULT_REWARD, progress: bool = True,
+                 num_shown: int = SHOWN_SAMPLES) -> dict:
     """CoT-decoding accuracy, with the greedy path's accuracy and the best-of-branches oracle beside it."""
     if branches < 1:
         raise ValueError(f"branches must be >= 1, got {branches}")

@@ -7,6 +7,7 @@ gives it full marks (>= 1); rows where the reward returns None (does not apply) 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -45,15 +46,16 @@ def is_math(rows: Sequence[dict]) -> bool:
 
 
 def score(rows: Sequence[dict], completions: Sequence[str], reward: Callable) -> list[float | None]:
-    """The reward for each completion, given the rows it answers (one row per completion)."""
+    """The reward for each completion, given the rows it answers (one row per completion); None where the
+    reward does not apply, and where it failed (rewards.call_reward retries row by row and logs failures)."""
+    from rewards import call_reward
+
     if len(rows) != len(completions):
         raise ValueError(f"score: {len(rows)} rows but {len(completions)} completions")
     prompts = [r["prompt"] for r in rows]
     columns = {key: [r.get(key) for r in rows] for key in rows[0] if key != "prompt"}
-    scores = list(reward(prompts, list(completions), **columns))
-    if len(scores) != len(completions):
-        raise ValueError(f"reward returned {len(scores)} scores for {len(completions)} completions")
-    return scores
+    scores, _ = call_reward(reward, prompts, list(completions), columns)
+    return [None if v is None or math.isnan(v) else float(v) for v in scores]
 
 
 def is_correct(value: float | None) -> bool:
@@ -70,7 +72,8 @@ def prompt_text(prompt) -> str:
 
 def generate_texts(model, tokenizer, prompts: list, *, num_generations: int = 1, max_completion_length: int = 256,
                    do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
-                   batch_size: int = 64, progress: bool = True, desc: str = "generating") -> tuple[list[str], list[bool]]:
+                   batch_size: int = 64, progress: bool = True,
+                   desc: str = "generating") -> tuple[list[str], list[bool]]:
     """Completions (num_generations per prompt, grouped by prompt) and their truncation flags, in batches
     of about batch_size sequences with a progress bar; the model is put in eval mode and restored after."""
     from rlreason.rollout import generate

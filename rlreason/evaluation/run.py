@@ -95,7 +95,7 @@ def default_reward(task: str) -> str:
 
 
 def evaluate_all(model, tokenizer, rows, args: EvalArgs) -> dict:
-    """Every evaluation `args` asks for, on rows already loaded; sections greedy / sampled / cot_decoding / two_attempts."""
+    """Every evaluation `args` asks for, on loaded rows: sections greedy, sampled, cot_decoding, two_attempts."""
     import transformers
 
     from rlreason.evaluation.cot_decoding import cot_decoding

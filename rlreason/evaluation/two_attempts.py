@@ -1,4 +1,4 @@
-"""SCoRe's two-attempt evaluation: a greedy first attempt, a fixed self-correction instruction, a greedy second attempt."""
+"""SCoRe's two-attempt evaluation: greedy attempt 1, the self-correction instruction, greedy attempt 2."""
 
 from __future__ import annotations
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import random
 
-from datasets import Dataset
 
 SOLUTION_FORMATS = ("worked", "direct")
 SUPPORTED_OPS = "+-"

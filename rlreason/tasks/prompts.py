@@ -65,6 +65,9 @@ def load_records(path: str | None, split: str, hub_name: str, hub_config: str | 
         return load_dataset(name, hub_config, split=split).to_list()
     except ValueError as err:  # datasets says "Unknown split" with a ValueError
         raise ValueError(f"cannot load split {split!r} of {name}: {err}") from err
+    except ConnectionError as err:
+        raise ConnectionError(f"cannot download {name} from the hub ({err}); pass a local file or folder as path "
+                              f"(e.g. the shared data folder)") from err
 
 
 def to_dataset(rows: list[dict], limit: int | None = None) -> Dataset:

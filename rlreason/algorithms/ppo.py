@@ -1,0 +1,114 @@
+"""`ppo`: clipped policy gradient with a learned value head and GAE, on rule-based rewards.
+
+The sequence reward sits on the last completion token; with `kl_in_reward` every token also pays
+-beta * (log pi_old - log pi_ref) (and the loss has no KL term), else the KL is a per-token loss
+weight as in GRPO. Advantages are GAE(gamma, lam) over completion tokens, whitened; the value loss
+is clipped (`cliprange_value`) and weighted by `vf_coef`. `num_iterations` reuses each rollout for
+that many optimizer passes (PPO epochs), with importance ratios against the sampling policy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from rlreason.algorithms.common import finish_run, load_rows, prepare_model_path, run_training, start_run
+from rlreason.losses import masked_mean, value_loss, whiten
+from rlreason.models.value_head import HEAD_NAME, attach_value_head, capture_hidden, completion_values
+from rlreason.rollout import completion_logprobs
+from rlreason.trainer import OnlineRLTrainer
+
+
+class PPOTrainer(OnlineRLTrainer):
+    """OnlineRLTrainer with token-level values: GAE advantages and a clipped value loss."""
+
+    def __init__(self, model, args, *rest, **kwargs):
+        attach_value_head(model)
+        super().__init__(model, args, *rest, **kwargs)
+
+    def reference_logps(self, batch):
+        """PPO always keeps the sampling policy's log-probs: they define the ratio and the KL-in-reward."""
+        model = self.accelerator.unwrap_model(self.model)
+        ids, attention, C = batch["input_ids"], batch["attention_mask"], batch["completion_ids"].size(1)
+        with capture_hidden(model) as box:
+            old = self._logps(model, ids, attention, C, keep_hidden=box)
+        batch["old_values"] = box["values"]
+        _, ref = super().reference_logps(batch)
+        return old, ref
+
+    def _logps(self, model, input_ids, attention, C, keep_hidden=None):
+        if keep_hidden is None:
+            return super()._logps(model, input_ids, attention, C)
+        bs, logps, values = self.args.per_device_train_batch_size, [], []
+        for i in range(0, len(input_ids), bs):
+            logps.append(completion_logprobs(model, input_ids[i:i + bs], attention[i:i + bs], C,
+                                             temperature=self.args.temperature, return_entropy=False)[0])
+            values.append(completion_values(model, keep_hidden["hidden"], C))
+        keep_hidden["values"] = torch.cat(values, 0)
+        return torch.cat(logps, 0)
+
+    def compute_advantages(self, batch, rewards):
+        args, mask = self.args, batch["completion_mask"]
+        token_rewards = torch.zeros_like(batch["old_values"])
+        last = (mask.sum(1).long() - 1).clamp(min=0)
+        token_rewards[torch.arange(len(last)), last] = torch.nan_to_num(rewards.float(), nan=0.0)
+        if args.kl_in_reward and batch["ref_logps"] is not None:
+            token_rewards = token_rewards - args.beta * (batch["old_logps"] - batch["ref_logps"]) * mask
+        advantages, extra = self.advantage_fn(token_rewards, values=batch["old_values"], mask=mask,
+                                              gamma=args.gamma, lam=args.lam)
+        batch["returns"] = extra["returns"]
+        if args.whiten_advantages:
+            advantages = whiten(advantages, mask)
+        values, returns = batch["old_values"], batch["returns"]
+        residual_var = _masked_var(returns - values, mask)
+        stats = {"explained_variance": (1 - residual_var / _masked_var(returns, mask).clamp(min=1e-8)).item(),
+                 "returns_mean": masked_mean(returns, mask).item(), "value_mean": masked_mean(values, mask).item()}
+        for key, value in stats.items():
+            self._metrics[key].append(value)
+        return advantages, {}
+
+    def kl_weights(self, inputs):
+        return 0.0 if self.args.kl_in_reward else self.args.beta
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        with capture_hidden(model) as box:
+            loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        C = inputs["completion_ids"].size(1)
+        values = completion_values(model, box["hidden"], C)
+        mask = inputs["completion_mask"]
+        v_loss, v_stats = value_loss(values, inputs["old_values"], inputs["returns"], mask,
+                                     cliprange_value=self.args.cliprange_value, vf_coef=self.args.vf_coef)
+        for key, value in v_stats.items():
+            self._metrics[key].append(float(value))
+        return loss + v_loss / self.current_gradient_accumulation_steps
+
+
+def _masked_var(x, mask):
+    mean = masked_mean(x, mask)
+    return masked_mean((x - mean) ** 2, mask)
+
+
+def train(recipe) -> str:
+    """Run PPO as the recipe says; the saved model carries the value head as `v_head.*` weights."""
+    from rlreason.models.loading import load_policy, lora_config
+    from rlreason.tracking import MetricsJsonlCallback
+
+    args, targs = recipe.args, recipe.training_args
+    if targs.advantage_estimator != "gae":
+        targs.advantage_estimator = "gae"
+    start_run(recipe)
+    model, tokenizer = load_policy(prepare_model_path(args, targs.output_dir), args.dtype, args.attn_implementation)
+    rows = load_rows(args, args.dataset_train_split, args.max_train_samples)
+    eval_rows = load_rows(args, args.dataset_test_split, args.max_eval_samples) if targs.eval_strategy != "no" else None
+    peft = lora_config(args)
+    if peft is not None:
+        peft.modules_to_save = [*(peft.modules_to_save or []), HEAD_NAME]
+    trainer = PPOTrainer(model, targs, rows, tokenizer, args.reward_funcs, args.reward_weights, peft_config=peft,
+                         callbacks=[MetricsJsonlCallback(targs.output_dir)], eval_dataset=eval_rows,
+                         eval_max_completion_length=args.eval_max_completion_length)
+    run_training(trainer, targs)
+    trainer.save_model(targs.output_dir)
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(targs.output_dir)
+    return finish_run(recipe, trainer, Path(targs.output_dir))

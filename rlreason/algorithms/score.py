@@ -1,0 +1,156 @@
+"""`score`: SCoRe (Kumar et al. 2024), training a model to correct itself with two-attempt on-policy RL.
+
+Rollout: attempt 1 to the problem; then a fixed instruction and attempt 2 conditioned on attempt 1
+(no correctness feedback). Each sample becomes two training sequences: [prompt | attempt 1] and
+[prompt, attempt 1, instruction | attempt 2]; only the attempt tokens are in the loss, so prompt and
+instruction tokens are excluded, and attempt 1's log-probs are exactly those it was sampled with.
+
+Stage I (the first `stage_one_steps` steps): only attempt 2 is rewarded; attempt 1 is held near the
+reference by a strong per-token KL (`beta_first`), attempt 2 by `beta`.
+Stage II: both attempts are rewarded; attempt 2's reward gets the bonus alpha * (r(y2) - r(y1)).
+Advantages are group-normalised over the k samples of a prompt, per attempt (the recipe's estimator).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from rlreason.algorithms.common import finish_run, load_rows, prepare_model_path, run_training, start_run
+from rlreason.config import dump_json
+from rlreason.rollout import SELF_CORRECTION_INSTRUCTION, generate, generate_second_attempt
+from rlreason.trainer import OnlineRLTrainer, _unwrap_for_generation, split_micro_batches
+
+
+def stage_rewards(r1: torch.Tensor, r2: torch.Tensor, stage: int, alpha: float):
+    """(reward of attempt 1, reward of attempt 2) as the stage trains them; NaN = attempt not trained."""
+    if stage == 1:
+        return torch.full_like(r1, float("nan")), r2
+    return r1, r2 + alpha * (r2 - r1)
+
+
+def stage_kl_weights(stage: int, beta_first: float, beta: float) -> tuple[float, float]:
+    """Per-token KL weight on (attempt 1, attempt 2)."""
+    return (beta_first, beta) if stage == 1 else (beta, beta)
+
+
+def _join(first: dict, second: dict, pad_id: int) -> dict:
+    """Stack two [left-padded prompt | right-padded completion] batches into one of shared widths."""
+    P = max(first["prompt_ids"].size(1), second["prompt_ids"].size(1))
+    C = max(first["completion_ids"].size(1), second["completion_ids"].size(1))
+
+    def widen(part):
+        p = P - part["prompt_ids"].size(1)
+        c = C - part["completion_ids"].size(1)
+        return (F.pad(part["prompt_ids"], (p, 0), value=pad_id), F.pad(part["prompt_mask"], (p, 0)),
+                F.pad(part["completion_ids"], (0, c), value=pad_id), F.pad(part["completion_mask"], (0, c)))
+
+    pi1, pm1, ci1, cm1 = widen(first)
+    pi2, pm2, ci2, cm2 = widen(second)
+    ids = torch.cat([torch.cat([pi1, ci1], 1), torch.cat([pi2, ci2], 1)])
+    mask = torch.cat([torch.cat([pm1, cm1], 1), torch.cat([pm2, cm2], 1)])
+    return {"input_ids": ids, "attention_mask": mask, "completion_ids": torch.cat([ci1, ci2]),
+            "completion_mask": torch.cat([cm1, cm2])}
+
+
+class ScoreTrainer(OnlineRLTrainer):
+    """OnlineRLTrainer whose rollout has two attempts and whose KL weight differs per attempt."""
+
+    @property
+    def stage(self) -> int:
+        return 1 if self.state.global_step < self.args.stage_one_steps else 2
+
+    @torch.no_grad()
+    def make_experience(self, micro_batches):
+        args, k, device = self.args, self.args.num_generations, self.args.device
+        rows = [r for mb in micro_batches for r in mb]
+        prompts = [r["prompt"] for r in rows]
+        sampling = dict(max_completion_length=args.max_completion_length, temperature=args.temperature,
+                        top_p=args.top_p, top_k=args.top_k or 0, do_sample=True)
+        start = time.perf_counter()
+        with _unwrap_for_generation(self.model, self.accelerator, args) as gen_model:
+            first = generate(gen_model, self.processing_class, prompts, num_generations=k, **sampling)
+            second = generate_second_attempt(gen_model, self.processing_class, prompts, first.texts,
+                                             instruction=args.correction_instruction or SELF_CORRECTION_INSTRUCTION,
+                                             num_generations=1, **sampling)
+        seconds = time.perf_counter() - start
+        parts = []
+        for ro in (first, second):
+            p_ids, p_mask = ro.expanded_prompts()
+            parts.append({"prompt_ids": p_ids, "prompt_mask": p_mask, "completion_ids": ro.completion_ids,
+                          "completion_mask": ro.completion_mask})
+        batch = {key: value.to(device) for key, value in _join(*parts, self.processing_class.pad_token_id).items()}
+
+        expanded = [r for r in rows for _ in range(k)]
+        s1, s2 = self.scorer(expanded, first.texts), self.scorer(expanded, second.texts)
+        r1, r2 = s1.total.to(device), s2.total.to(device)
+        t1, t2 = stage_rewards(r1, r2, self.stage, args.alpha)
+        a1, stats1 = self.advantage_fn(t1, k, scale_rewards=args.scale_rewards)
+        a2, stats2 = self.advantage_fn(t2, k, scale_rewards=args.scale_rewards)
+        w1, w2 = stage_kl_weights(self.stage, args.beta_first, args.beta)
+        n = len(expanded)
+        batch["advantages"] = torch.cat([a1, a2])
+        batch["kl_weight"] = torch.cat([torch.full((n,), w1), torch.full((n,), w2)]).to(device)
+        batch["old_logps"], batch["ref_logps"] = self.reference_logps(batch)
+        self._log_attempts(s1, s2, r1, r2, first, second, stats2, seconds)
+        # interleave so every micro-batch holds both attempts of the same samples
+        order = torch.arange(2 * n, device=device).view(2, n).t().reshape(-1)
+        batch = {key: (None if v is None else v[order]) for key, v in batch.items()}
+        return split_micro_batches(batch, len(micro_batches))
+
+    def uses_reference(self) -> bool:
+        return self.args.beta != 0.0 or self.args.beta_first != 0.0
+
+    def kl_weights(self, inputs):
+        return inputs["kl_weight"]
+
+    def _log_attempts(self, s1, s2, r1, r2, first, second, stats2, seconds):
+        from rlreason.evaluation.metrics import score_two_attempts
+
+        name = next(iter(s1.per_function))
+        c1 = (s1.per_function[name] >= 1.0).tolist()
+        c2 = (s2.per_function[name] >= 1.0).tolist()
+        m = self._metrics
+        for key, value in score_two_attempts(c1, c2).items():
+            if key != "n":
+                m[f"score/{key}"].append(value)
+        m["score/stage"].append(float(self.stage))
+        m["reward"].append(r2.mean().item())
+        m["accuracy"].append(s2.accuracy)
+        m["completions/mean_length"].append(second.completion_mask.sum(1).float().mean().item())
+        m["completions/attempt_1_mean_length"].append(first.completion_mask.sum(1).float().mean().item())
+        m["frac_reward_zero_std"].append(float(stats2.get("frac_zero_std", 0.0)))
+        m["rollout_seconds"].append(seconds)
+
+
+def train(recipe) -> str:
+    """Stage I then stage II; writes stage.json with the two-attempt metrics before and after training."""
+    from rlreason.evaluation import evaluate_two_attempts
+    from rlreason.models.loading import load_policy, lora_config
+    from rlreason.tracking import MetricsJsonlCallback
+
+    args, targs = recipe.args, recipe.training_args
+    start_run(recipe)
+    model, tokenizer = load_policy(prepare_model_path(args, targs.output_dir), args.dtype, args.attn_implementation)
+    test_rows = load_rows(args, args.dataset_test_split, args.max_eval_samples)
+    two = dict(reward=args.reward_funcs[0], max_completion_length=args.eval_max_completion_length,
+               instruction=targs.correction_instruction)
+    before = evaluate_two_attempts(model, tokenizer, test_rows, **two) if args.eval_after_train else None
+    trainer = ScoreTrainer(model, targs, load_rows(args, args.dataset_train_split, args.max_train_samples), tokenizer,
+                           args.reward_funcs, args.reward_weights, peft_config=lora_config(args),
+                           callbacks=[MetricsJsonlCallback(targs.output_dir)],
+                           eval_max_completion_length=args.eval_max_completion_length)
+    run_training(trainer, targs)
+    trainer.save_model(targs.output_dir)
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(targs.output_dir)
+        if before is not None:
+            trainer.model.eval()
+            after = evaluate_two_attempts(trainer.model, tokenizer, test_rows, **two)
+            keys = ("accuracy_t1", "accuracy_t2", "delta_t1_t2", "delta_i_to_c", "delta_c_to_i")
+            dump_json({"before": {k: before[k] for k in keys}, "after": {k: after[k] for k in keys}},
+                      Path(targs.output_dir) / "stage.json")
+    return finish_run(recipe, trainer, Path(targs.output_dir))

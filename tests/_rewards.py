@@ -1,0 +1,7 @@
+"""A user reward for engine tests: it varies on a random model's output, so advantages are not all zero."""
+
+
+def digit_share(prompts, completions, **columns):
+    """The share of characters that are digits (TRL's reward signature)."""
+    texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
+    return [sum(ch.isdigit() for ch in t) / max(len(t), 1) for t in texts]

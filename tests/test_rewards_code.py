@@ -1,0 +1,93 @@
+"""rewards.code.unit_tests: code extraction, assert-list and HumanEval tests, the HumanEval acceptance set."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+from rewards.code import extract_code, unit_tests
+
+
+def test_extract_code_takes_the_last_python_block():
+    text = "first\n```python\nx = 1\n```\nthen\n```py\ndef f():\n    return 2\n```\nbye"
+    assert extract_code(text) == "def f():\n    return 2\n"
+    assert extract_code("def g(): return 1") == "def g(): return 1"
+
+
+def test_assert_lines_and_chat_completions():
+    tests = ["assert add(1, 2) == 3", "assert add(-1, 1) == 0"]
+    good = [{"role": "assistant", "content": "Here:\n```python\ndef add(a, b):\n    return a + b\n```"}]
+    bad = "```python\ndef add(a, b):\n    return a - b\n```"
+    crash = "```python\ndef add(a, b) return\n```"
+    assert unit_tests(None, [good, bad, crash, "x"], tests=[tests] * 3 + [None]) == [1.0, 0.0, 0.0, None]
+
+
+def test_print_in_the_candidate_does_not_hide_the_result():
+    code = "def f():\n    print('noise', end='')\n    return 1\n"
+    assert unit_tests(None, [code], tests=["assert f() == 1"]) == [1.0]
+
+
+def test_strict_off_allows_custom_objects():
+    code = "class P:\n    def __init__(self, v): self.v = v\n    def __eq__(self, o): return self.v == o.v\n" \
+           "def f(): return P(1)\n"
+    assert unit_tests(None, [code], tests=["assert f() == P(1)"]) == [0.0]
+    assert unit_tests(None, [code], tests=["assert f() == P(1)"], strict=False) == [1.0]
+
+
+def _humaneval(data_dir):
+    with gzip.open(data_dir / "humaneval" / "HumanEval.jsonl.gz", "rt") as f:
+        return [json.loads(line) for line in f]
+
+
+def _score(rows, bodies):
+    return unit_tests(None, [row["prompt"] + body for row, body in zip(rows, bodies)],
+                      tests=[row["test"] for row in rows], entry_point=[row["entry_point"] for row in rows])
+
+
+def test_humaneval_canonical_solutions_pass_and_return_none_fails(data_dir):
+    rows = _humaneval(data_dir)
+    assert len(rows) == 164
+    scores = _score(rows, [row["canonical_solution"] for row in rows])
+    assert [row["task_id"] for row, s in zip(rows, scores) if s != 1.0] == []
+    scores = _score(rows, ["    return None\n"] * len(rows))
+    passed = [row["task_id"] for row, s in zip(rows, scores) if s != 0.0]
+    print("HumanEval tasks passed by `return None`:", passed)
+    assert len(rows) - len(passed) >= 160
+
+
+@pytest.mark.parametrize("body", [
+    "    import sys\n    sys.exit(0)\n",
+    "    import os\n    os._exit(0)\n",
+    "    class Any:\n        def __eq__(self, other):\n            return True\n        def __ne__(self, other):\n"
+    "            return False\n        def __bool__(self):\n            return True\n    return Any()\n",
+])
+def test_humaneval_exit_and_always_equal_bodies_fail(data_dir, body):
+    rows = _humaneval(data_dir)[:20]
+    assert _score(rows, [body] * len(rows)) == [0.0] * len(rows)
+
+
+def _child_score(_):
+    from rewards.sandbox import owned_uids
+
+    score = unit_tests(None, ["import time\ndef f():\n    time.sleep(0.3)\n    return 1\n"], tests=["assert f() == 1"])
+    return score, owned_uids()
+
+
+def test_forked_processes_use_their_own_uids():
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    from rewards.sandbox import owned_uids
+
+    if os.geteuid() != 0:
+        pytest.skip("dedicated uids need root")
+    assert unit_tests(None, ["def f():\n    return 1\n"], tests=["assert f() == 1"]) == [1.0]
+    mine = set(owned_uids())
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as pool:
+        results = list(pool.map(_child_score, range(2)))
+    assert [score for score, _ in results] == [[1.0], [1.0]]
+    children = [set(uids) for _, uids in results]
+    assert not (children[0] & mine) and not (children[1] & mine) and not (children[0] & children[1])

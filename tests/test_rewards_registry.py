@@ -1,0 +1,79 @@
+"""rewards registry: names, user functions, weights, None handling and failures counted, never raised."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+
+import rewards
+from rewards.registry import RewardSet, score_batch
+
+
+def test_every_builtin_resolves_and_has_trls_signature():
+    for name in rewards.REWARDS:
+        fn = rewards.get_reward(name)
+        assert callable(fn)
+        out = fn(["p"], ["<think>t</think><answer>\\boxed{1}</answer>"], answer=["1"], tests=["assert True"])
+        assert len(out) == 1 and (out[0] is None or isinstance(out[0], float))
+
+
+def test_unknown_names_say_what_is_valid():
+    with pytest.raises(ValueError, match="rewards.math.accuracy"):
+        rewards.get_reward("rewards.nope")
+    with pytest.raises(ValueError, match="no function"):
+        rewards.get_reward("rewards.math:nope")
+    with pytest.raises(FileNotFoundError, match="not found"):
+        rewards.get_reward("missing/file.py:f")
+
+
+def test_user_functions_from_module_and_file(tmp_path):
+    path = tmp_path / "my_reward.py"
+    path.write_text("def shout(prompts, completions, **kw):\n    return [float(c.isupper()) for c in completions]\n")
+    fn = rewards.get_reward(f"{path}:shout")
+    assert fn(None, ["HI", "hi"]) == [1.0, 0.0]
+    assert rewards.get_reward("rewards.repetition:ngram_penalty")(None, ["a a a a a"])[0] < 0
+    bound = rewards.get_reward("rewards.length.overlong", max_length=10, cache=5)
+    assert bound(None, ["x" * 8]) == [-0.6]
+
+
+def test_score_batch_weights_and_skips_none_like_nansum():
+    def half(prompts, completions, **kw):
+        return [0.5, None, 0.5]
+
+    def one(prompts, completions, **kw):
+        return [1.0, None, float("nan")]
+
+    result = score_batch([half, one], [2.0, 1.0], None, ["a", "b", "c"], {})
+    assert result.total == [2.0, 0.0, 1.0]
+    assert result.per_function["half"][0] == 0.5 and math.isnan(result.per_function["one"][1])
+    assert result.errors == {"half": 0, "one": 0}
+
+
+def test_a_failing_reward_gives_none_for_its_rows_only_and_is_counted(caplog):
+    def picky(prompts, completions, **kw):
+        if any(c == "boom" for c in completions):
+            raise RuntimeError("cannot score boom")
+        return [1.0] * len(completions)
+
+    def slow(prompts, completions, **kw):
+        time.sleep(5)
+        return [1.0] * len(completions)
+
+    scores = RewardSet([picky, "rewards.format.think_answer"], [1.0, 1.0])
+    result = scores(None, ["ok", "boom", "fine"], answer=["1", "2", "3"])
+    assert result.per_function["picky"][0] == 1.0 and math.isnan(result.per_function["picky"][1])
+    assert result.errors["picky"] == 1 and scores.errors["picky"] == 1
+    assert "cannot score boom" in caplog.text
+    start = time.monotonic()
+    result = score_batch([slow], [1.0], None, ["a", "b"], {}, timeout=0.5)
+    assert time.monotonic() - start < 2.0
+    assert all(math.isnan(v) for v in result.per_function["slow"]) and result.errors == {"slow": 2}
+    result = score_batch([lambda p, c, **k: []], [1.0], None, ["a", "b"], {})  # wrong length
+    assert result.errors["<lambda>"] == 2
+
+
+def test_weights_must_match():
+    with pytest.raises(ValueError, match="one weight per function"):
+        score_batch(["rewards.math.accuracy"], [1.0, 2.0], None, ["x"], {"answer": ["1"]})
