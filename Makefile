@@ -33,11 +33,12 @@ demo: install
 demo-full: install
 	$(VENV)/bin/rlreason demo --full
 
+# Tests use one BLAS thread each: they start sandboxes, worker processes and 2-process runs on 2 cores.
 test: install
-	$(PY) -m pytest -m "not slow" -q $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -m "not slow" -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test-slow: install
-	$(PY) -m pytest -m slow -q $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -m slow -q -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: install
 	$(PY) -m benchmarks.bench_grpo

@@ -107,6 +107,8 @@ def _check_value(key: str, value: Any, tp: Any) -> Any:
         if not isinstance(value, dict):
             raise RecipeError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
         return value
+    if isinstance(value, bool) and (tp is str or (isinstance(tp, type) and issubclass(tp, Enum))):
+        value = "yes" if value else "no"  # YAML 1.1 reads a bare `no` (save_strategy: no) as false
     if isinstance(tp, type) and issubclass(tp, Enum):
         valid = [m.value for m in tp]
         if value in valid or isinstance(value, tp):

@@ -28,3 +28,26 @@ def tiny_model_dir(tmp_path_factory) -> str:
 
     path = tmp_path_factory.mktemp("tiny") / "model"
     return build_tiny(str(path), texts=task_texts("arithmetic", **ARITH), **TINY)
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> Path:
+    """A whole `rlreason demo --algorithms grpo,ppo,score` run, once per session (slow tests only).
+
+    RLREASON_DEMO_DIR points at an existing run (e.g. runs/demo after `make demo`) to reuse it."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    given = os.environ.get("RLREASON_DEMO_DIR")
+    if given:
+        return Path(given)
+    out = tmp_path_factory.mktemp("demo") / "run"
+    started = time.time()
+    subprocess.run([sys.executable, "-m", "rlreason", "demo", "--algorithms", "grpo,ppo,score",
+                    "--output_dir", str(out)], check=True, env={**os.environ, "OMP_NUM_THREADS": "2"})
+    report = json.loads((out / "report.json").read_text())
+    report["test_wall_seconds"] = round(time.time() - started, 1)
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    return out

@@ -1,10 +1,6 @@
 """Self-consistency on a trained demo model (slow): maj@8 >= greedy, pass@8 >= maj@8, CoT-decoding reports.
 
-Uses the model at $RLREASON_EVAL_MODEL when set (e.g. runs/demo/sft after `rlreason demo`), otherwise trains
-the demo's SFT stage (recipes/demo/sft.yaml) into a temporary folder first (minutes on a CPU)."""
-
-import os
-from pathlib import Path
+Uses the SFT model of the session's demo run (tests/conftest.py: demo_run; RLREASON_DEMO_DIR reuses one)."""
 
 import pytest
 
@@ -14,28 +10,14 @@ NUM_PROBLEMS = 200  # the whole demo test split
 TEMPERATURE = 0.5  # the self-consistency paper samples at 0.5-0.7; at 1.0 the tiny model drifts (maj@8 << greedy)
 
 
-def demo_model(tmp_path: Path) -> tuple[str, object]:
-    from rlreason.algorithms import ALGORITHMS
-    from rlreason.algorithms.common import prepare_model_path
+@pytest.mark.slow
+def test_self_consistency_beats_greedy_on_the_demo_model(demo_run):
+    from rlreason.algorithms.common import load_rows
     from rlreason.config import load_recipe
     from rlreason.demo import recipe_path
 
-    out = tmp_path / "demo"
-    sft = load_recipe(recipe_path("sft"), [f"output_dir={out / 'sft'}"])
-    given = os.environ.get("RLREASON_EVAL_MODEL")
-    if given:
-        return given, sft
-    base = prepare_model_path(sft.args, str(out))
-    sft = load_recipe(recipe_path("sft"), [f"output_dir={out / 'sft'}", f"model_name_or_path={base}"])
-    return ALGORITHMS["sft"][1](sft), sft
-
-
-@pytest.mark.slow
-def test_self_consistency_beats_greedy_on_the_demo_model(tmp_path):
-    from rlreason.algorithms.common import load_rows
-
-    path, recipe = demo_model(tmp_path)
-    model, tokenizer = load_for_eval(path)
+    recipe = load_recipe(recipe_path("sft"), [f"model_name_or_path={demo_run / 'sft'}"])
+    model, tokenizer = load_for_eval(str(demo_run / "sft"))
     rows = load_rows(recipe.args, recipe.args.dataset_test_split, NUM_PROBLEMS)
     length = recipe.args.eval_max_completion_length
     greedy = evaluate_greedy(model, tokenizer, rows, max_completion_length=length)

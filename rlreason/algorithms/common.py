@@ -36,8 +36,8 @@ def prepare_model_path(args, output_dir: str) -> str:
 
     path = Path(output_dir) / "base-model"
     if not (path / "config.json").is_file():
-        options = dict(args.tiny_model or {})
-        build_tiny(str(path), texts=task_texts(args.task, **args.task_options), **options)
+        data = {"path": args.dataset_name} if args.dataset_name else {}  # the tokenizer learns the task's text
+        build_tiny(str(path), texts=task_texts(args.task, **data, **args.task_options), **(args.tiny_model or {}))
     return str(path)
 
 

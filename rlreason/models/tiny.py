@@ -26,7 +26,8 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}assistant\n{% endif %}"
 )
 
-# Sizing defaults from the probe (2 CPU threads): see build_tiny.
+# Sizing defaults from the probe (see rlreason/tasks/arithmetic.py): ~1.09M parameters, ~0.5 s per SFT step of
+# 32 arithmetic solutions on one CPU thread.
 DEFAULT_MODEL = dict(vocab_size=320, hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
                      max_position_embeddings=256)
 
@@ -76,7 +77,8 @@ def build_tiny(output_dir: str, *, texts: list[str], vocab_size: int = DEFAULT_M
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     if hidden_size % num_attention_heads:
-        raise ValueError(f"hidden_size ({hidden_size}) must be divisible by num_attention_heads ({num_attention_heads})")
+        raise ValueError(f"hidden_size ({hidden_size}) must be divisible by num_attention_heads "
+                         f"({num_attention_heads}); change one of them")
     tokenizer = train_tokenizer(texts, vocab_size)
     tokenizer.model_max_length = max_position_embeddings
     config = LlamaConfig(

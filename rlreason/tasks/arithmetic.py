@@ -28,8 +28,10 @@ SOLUTION_FORMATS = ("worked", "direct")
 SUPPORTED_OPS = "+-"
 QUESTION = "What is {expr}?"
 
-# Defaults chosen by the sizing probe (see the module's report in the project notes): a tiny Llama
-# learns this to a held-out greedy accuracy well below 1 in a few CPU minutes of SFT.
+# Defaults from the sizing probe: with build_tiny's default model (hidden 128, 4 layers, ~1.09M parameters),
+# TRL SFT at batch 32, lr 1e-3 cosine (warmup 30), no gradient checkpointing, held-out greedy accuracy on 200
+# test problems goes from 0 to ~0.8-0.9 in 450-500 steps (~2.1 steps/s on one CPU thread); it stays near 0
+# up to ~300 steps and then rises steeply, so stopping early is not a way to lower it smoothly.
 DEFAULTS = dict(num_ops=2, digits=2, ops="+-", solution_format="worked", num_train=20000, num_test=200)
 
 

@@ -1,0 +1,43 @@
+"""The demo's claims, read from a real run (slow): SFT learns the task, then GRPO, PPO and SCoRe improve on it."""
+
+import json
+
+import pytest
+
+from rlreason.tracking import read_metrics
+
+pytestmark = pytest.mark.slow
+
+
+def stages(demo_run) -> dict:
+    report = json.loads((demo_run / "report.json").read_text())
+    return {s["name"]: s for s in report["stages"]}
+
+
+def improved(before: float, after: float) -> bool:
+    return after >= before + 0.10 or after >= 0.95
+
+
+def test_sft_is_half_a_point_above_the_untrained_model(demo_run):
+    s = stages(demo_run)
+    assert s["sft"]["accuracy"] >= s["base"]["accuracy"] + 0.5, s
+    assert s["base"]["n"] == s["sft"]["n"] == 200  # the same held-out problems for every stage
+
+
+def test_grpo_improves_on_sft(demo_run):
+    s = stages(demo_run)
+    assert improved(s["sft"]["accuracy"], s["grpo"]["accuracy"]), s
+
+
+def test_ppo_improves_on_sft_and_its_value_head_explains_returns(demo_run):
+    s = stages(demo_run)
+    assert improved(s["sft"]["accuracy"], s["ppo"]["accuracy"]), s
+    variance = [m["explained_variance"] for m in read_metrics(demo_run / "ppo" / "metrics.jsonl")
+                if "explained_variance" in m]
+    assert variance and max(variance) > 0, variance
+
+
+def test_score_makes_the_second_attempt_better(demo_run):
+    score = stages(demo_run)["score"]
+    assert score["after"]["delta_t1_t2"] > 0, score
+    assert score["after"]["delta_c_to_i"] < score["before"]["delta_c_to_i"], score
