@@ -18,15 +18,18 @@ from transformers import TrainerCallback
 
 
 class StepTimer(TrainerCallback):
+    """Wall time between consecutive optimizer steps: rollout, scoring, forward, backward and update, whatever
+    the trainer does them in (ours samples in get_batch_samples, before on_step_begin)."""
+
     def __init__(self):
         self.times: list[float] = []
         self._t = None
 
-    def on_step_begin(self, args, state, control, **kwargs):
-        self._t = time.perf_counter()
-
     def on_step_end(self, args, state, control, **kwargs):
-        self.times.append(time.perf_counter() - self._t)
+        now = time.perf_counter()
+        if self._t is not None:
+            self.times.append(now - self._t)
+        self._t = now
 
 
 def _recipe(model_dir, out, backend, lora, ns):
@@ -44,7 +47,7 @@ def _recipe(model_dir, out, backend, lora, ns):
 
 
 def time_trainer(model_dir, backend, lora, ns) -> float:
-    """Median seconds per optimizer step after the first (warm-up) step."""
+    """Median seconds per optimizer step, from step-to-step intervals after the first step."""
     from rlreason.algorithms.common import load_rows
     from rlreason.algorithms.grpo import _trl_trainer
     from rlreason.models.loading import load_policy, lora_config
@@ -61,7 +64,7 @@ def time_trainer(model_dir, backend, lora, ns) -> float:
             trainer = OnlineRLTrainer(model, recipe.training_args, rows, tok, recipe.args.reward_funcs,
                                       peft_config=lora_config(recipe.args), callbacks=[timer])
         trainer.train()
-    return statistics.median(timer.times[1:])
+    return statistics.median(timer.times)
 
 
 def time_rollout(model_dir, ns) -> tuple[float, float]:

@@ -32,7 +32,13 @@ def _score():
     return RLConfig, train
 
 
-_LOADERS = {"sft": _sft, "grpo": _grpo, "ppo": _ppo, "score": _score}
+def _star():
+    from rlreason.algorithms.star import StarConfig, train
+
+    return StarConfig, train
+
+
+_LOADERS = {"sft": _sft, "grpo": _grpo, "ppo": _ppo, "score": _score, "star": _star}
 
 
 class _Registry(dict):
