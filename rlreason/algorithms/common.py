@@ -44,9 +44,9 @@ def prepare_model_path(args, output_dir: str) -> str:
 def resolve_resume(targs) -> str | None:
     """resume_from_checkpoint: a path, or true/last for the newest checkpoint in output_dir (if any)."""
     value = targs.resume_from_checkpoint
-    if value is None or str(value).lower() in ("false", "none", ""):
+    if value is None or str(value).lower() in ("false", "no", "none", ""):
         return None
-    if str(value).lower() in ("true", "last"):
+    if str(value).lower() in ("true", "yes", "last"):
         out = Path(targs.output_dir)
         return get_last_checkpoint(str(out)) if out.is_dir() else None
     if not Path(value).is_dir():
