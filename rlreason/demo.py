@@ -9,6 +9,7 @@ from pathlib import Path
 from rlreason.config import RecipeError, dump_json, load_recipe
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "demo"
+FROM_BASE = {"star"}  # stages that make their own weak start from the untrained base model (stage.json: start_accuracy)
 
 
 def recipe_path(name: str) -> Path:
@@ -76,7 +77,8 @@ def run_demo(algorithms: str | None = None, output_dir: str | None = None, full:
     _report(out, stages, started)
 
     for name in names:
-        recipe = load_recipe(recipe_path(name), common + [f"output_dir={out / name}", f"model_name_or_path={sft_path}"])
+        start = base_path if name in FROM_BASE else sft_path
+        recipe = load_recipe(recipe_path(name), common + [f"output_dir={out / name}", f"model_name_or_path={start}"])
         t = time.time()
         path = ALGORITHMS[name][1](recipe)
         stages.append(_stage_from_run(name, path, time.time() - t))

@@ -78,29 +78,39 @@ def test_rationalisation_adds_problems_and_the_hint_is_never_saved(hint_reader, 
     assert "start_accuracy" in stage and stage["model"] == str(out / "round-1")
 
 
-def test_without_rationalisation_nothing_is_rationalised(hint_reader, tmp_path):
-    out = tmp_path / "run"
-    try:
-        run(star_recipe(hint_reader, out, rationalization=False))
-    except ValueError as e:  # sampling alone may verify nothing at all: then the round says so
-        assert "no rationale was verified" in str(e)
-        return
-    stats = json.loads((out / "round-1" / "round.json").read_text())
-    assert stats["solved_by_rationalization"] == 0
-    assert all(r["source"] == "sampling" for r in saved_rows(out))
+def test_without_rationalisation_the_hint_reader_gets_no_data(hint_reader, tmp_path):
+    with pytest.raises(ValueError, match="round 1: no rationale was verified on 32 problems"):
+        run(star_recipe(hint_reader, tmp_path / "run", rationalization=False))
+    assert not (tmp_path / "run" / "round-1" / "round.json").exists()
 
 
-def test_a_rationale_that_repeats_the_hint_is_dropped(tiny_model_dir, tmp_path):
-    echo = train_hint_reader(tiny_model_dir, tmp_path / "echo", "(Hint: the answer is {answer}.)\n#### {answer}")
-    out = tmp_path / "run"
-    try:
-        run(star_recipe(echo, out))
-    except ValueError as e:  # every verified rationale repeated the hint, so none was kept
-        assert "no rationale was verified" in str(e)
-        return
-    rows = saved_rows(out)
-    assert all("Hint" not in json.dumps(r) for r in rows)
-    assert all(r["source"] == "sampling" for r in rows)
+def test_a_rationale_that_repeats_the_hint_is_dropped(tiny_model_dir, monkeypatch):
+    """Generation replaced by a reader that echoes the hint in one of its two samples: only the clean one is kept."""
+    import re
+
+    import rewards
+    from rlreason.algorithms import star
+    from rlreason.algorithms.common import load_rows
+    from rlreason.evaluation import evaluate
+
+    def fake_generate(model, tokenizer, prompts, *, num_generations, **kw):
+        texts = []
+        for prompt in prompts:
+            hint = re.search(r"\(Hint: the answer is (\d+)\.\)", prompt[-1]["content"])
+            answer = hint.group(1) if hint else "-1"
+            texts += [f"{hint.group(0) if hint else ''} so\n#### {answer}", f"#### {answer}"][:num_generations]
+        return texts, [False] * len(texts)
+
+    monkeypatch.setattr(evaluate, "generate_texts", fake_generate)
+    recipe = star_recipe(tiny_model_dir, "unused", max_train_samples=8)
+    rows = [dict(r) for r in load_rows(recipe.args, "train", 8)]
+    reward = rewards.RewardSet(["rewards.math.accuracy"])
+    data, counts = star.collect(None, None, rows, recipe.training_args, reward)
+    assert counts["solved_by_sampling"] == 0 and counts["solved_by_rationalization"] == 8
+    assert [r["completion"][0]["content"] for r in data] == [f"#### {r['answer']}" for r in rows]
+    recipe.training_args.k = 1  # only the echoing sample: nothing survives
+    data, counts = star.collect(None, None, rows, recipe.training_args, reward)
+    assert data == [] and counts["solved_by_rationalization"] == 0
 
 
 def test_killed_between_rounds_resumes_at_the_next_round(hint_reader, tmp_path, monkeypatch):

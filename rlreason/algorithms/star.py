@@ -20,6 +20,7 @@ from trl import SFTConfig
 
 from rlreason.algorithms.common import load_rows, log_eval, prepare_model_path, run_training, start_run
 from rlreason.config import dump_json
+from rlreason.tracking import announce_wandb, wandb_run_dir
 
 
 @dataclass
@@ -39,6 +40,8 @@ class StarConfig(SFTConfig):
     sampling_batch_size: int = 64  # sequences per generate call
     weak_start_fraction: float = 0.0  # > 0: first SFT model_name_or_path on this fraction of worked solutions
     weak_start_steps: int = 0  # optimizer steps of that weak-start SFT
+    weak_start_learning_rate: float | None = None  # None: learning_rate
+    weak_start_batch_size: int | None = None  # None: per_device_train_batch_size
 
     def __post_init__(self):
         super().__post_init__()
@@ -113,7 +116,8 @@ def collect(model, tokenizer, rows: list[dict], targs, reward) -> tuple[list[dic
         row = rows[i]
         if source == "rationalization":  # saved with the original prompt; the hint must not survive anywhere
             marker = hint_marker(targs.hint_template)
-            assert not marker or (marker not in text and marker not in json.dumps(row["prompt"])), "hint leaked"
+            if marker and (marker in text or marker in json.dumps(row["prompt"])):
+                raise AssertionError(f"star: the hint {marker!r} would be saved with problem {row.get('id')}")
         out.append({"id": row.get("id"), "prompt": row["prompt"], "answer": row.get("answer"), "source": source,
                     "completion": [{"role": "assistant", "content": text}]})
     n = max(len(rows), 1)
@@ -123,8 +127,9 @@ def collect(model, tokenizer, rows: list[dict], targs, reward) -> tuple[list[dic
     return out, counts
 
 
-def fine_tune(recipe, model_path: str, rows: list[dict], output_dir: Path, max_steps: int, seed: int) -> None:
-    """TRL SFTTrainer on prompt/completion rows from model_path; the model is saved into output_dir."""
+def fine_tune(recipe, model_path: str, rows: list[dict], output_dir: Path, max_steps: int, seed: int,
+              **overrides) -> None:
+    """TRL SFTTrainer on prompt/completion rows from model_path (overrides: SFTConfig fields); saved into output_dir."""
     from datasets import Dataset
     from trl import SFTTrainer
 
@@ -135,6 +140,9 @@ def fine_tune(recipe, model_path: str, rows: list[dict], output_dir: Path, max_s
     targs = copy.copy(recipe.training_args)
     targs.output_dir, targs.max_steps, targs.seed = str(output_dir), int(max_steps), int(seed)
     targs.logging_dir = str(output_dir / "logs")
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(targs, key, value)
     model, tokenizer = load_policy(model_path, args.dtype, args.attn_implementation)
     data = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
     trainer = SFTTrainer(model=model, args=targs, train_dataset=data, processing_class=tokenizer,
@@ -163,6 +171,18 @@ def _accuracy(result: dict | None) -> float | None:
     return None if result is None else result["accuracy"]
 
 
+def log_round(sink, i: int, metrics: dict) -> None:
+    """A round's metrics as star/<name> into metrics.jsonl and, when a wandb run is open, into wandb."""
+    scalars = {f"star/{k}": v for k, v in metrics.items() if v is not None}
+    sink.write(i, scalars)
+    try:
+        import wandb
+    except ImportError:
+        return
+    if wandb.run is not None:
+        wandb.log(scalars)
+
+
 def split_rows(recipe) -> tuple[list[dict], list[dict]]:
     """(weak-start rows with worked solutions, STaR problems): disjoint slices of the train split."""
     args, targs = recipe.args, recipe.training_args
@@ -185,9 +205,10 @@ def weak_start(recipe, model_path: str, rows: list[dict], out: Path) -> str:
         from datasets import Dataset
 
         data = to_prompt_completion(Dataset.from_list(rows))
-        fine_tune(recipe, model_path, list(data), path, recipe.training_args.weak_start_steps,
-                  recipe.training_args.seed)
-        dump_json({"examples": len(rows), "steps": recipe.training_args.weak_start_steps}, path / "done.json")
+        targs = recipe.training_args
+        fine_tune(recipe, model_path, list(data), path, targs.weak_start_steps, targs.seed,
+                  learning_rate=targs.weak_start_learning_rate, per_device_train_batch_size=targs.weak_start_batch_size)
+        dump_json({"examples": len(rows), "steps": targs.weak_start_steps}, path / "done.json")
     return str(path)
 
 
@@ -241,7 +262,7 @@ def train(recipe) -> str:
         metrics = {"round": i, "steps": steps, **counts, "eval_accuracy": _accuracy(result),
                    "seconds": round(time.time() - t0, 1)}
         dump_json(metrics, rdir / "round.json")  # written last: the round counts as finished only now
-        sink.write(i, {f"star/{k}": v for k, v in metrics.items() if v is not None})
+        log_round(sink, i, metrics)
         print(f"[star] round {i}: {json.dumps(metrics)}", flush=True)
         history.append(metrics)
         current = str(rdir)
@@ -255,4 +276,10 @@ def train(recipe) -> str:
                "rounds": [{k: h.get(k) for k in ("round", "frac_solved_by_sampling", "frac_solved_by_rationalization",
                                                  "dataset_size", "eval_accuracy")} for h in history]},
               out / "stage.json")
+    run_dir = wandb_run_dir()
+    if run_dir:
+        import wandb
+
+        wandb.finish()
+        announce_wandb(run_dir)
     return str(out)
