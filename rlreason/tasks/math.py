@@ -2,28 +2,11 @@
 
 from __future__ import annotations
 
+from rewards.extract import last_boxed  # the one \boxed{} parser: gold answers and model answers alike
+
 from rlreason.tasks.prompts import load_records
 
 HUB_NAME = "HuggingFaceH4/MATH-500"
-
-
-def last_boxed(text: str) -> str | None:
-    """Content of the last \\boxed{...} (or \\fbox{...}) in text, braces balanced; None when there is none."""
-    start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
-    if start < 0:
-        return None
-    i = text.find("{", start)
-    if i < 0:
-        return None
-    depth = 0
-    for j in range(i, len(text)):
-        if text[j] == "{":
-            depth += 1
-        elif text[j] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[i + 1:j].strip()
-    return None
 
 
 def load_math(split: str, *, path: str | None = None, limit: int | None = None) -> list[dict]:
