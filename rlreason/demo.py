@@ -48,8 +48,11 @@ def _stage_from_run(name: str, output_dir: str, seconds: float) -> dict:
     return stage
 
 
-def run_demo(algorithms: str | None = None, output_dir: str | None = None, full: bool = False, seed: int = 0) -> dict:
-    """Run the demo stages and write report.json, report.md and accuracy.png under output_dir."""
+def run_demo(algorithms: str | None = None, output_dir: str | None = None, full: bool = False, seed: int = 0,
+             overrides: dict[str, list[str]] | None = None) -> dict:
+    """Run the demo stages and write report.json, report.md and accuracy.png under output_dir.
+
+    overrides: extra recipe items (key=value) per stage name, e.g. {"sft": ["max_steps=5"]} for short test runs."""
     if full:
         from rlreason.findings import run_full_demo
 
@@ -58,13 +61,15 @@ def run_demo(algorithms: str | None = None, output_dir: str | None = None, full:
     names = _choose(algorithms)
     started = time.time()
     common = [f"seed={seed}"]
-    sft = load_recipe(recipe_path("sft"), common + [f"output_dir={out / 'sft'}"])
+    extra = overrides or {}
+    sft = load_recipe(recipe_path("sft"), common + [f"output_dir={out / 'sft'}"] + extra.get("sft", []))
 
     from rlreason.algorithms import ALGORITHMS
     from rlreason.algorithms.common import prepare_model_path
 
     base_path = prepare_model_path(sft.args, str(out))
-    sft = load_recipe(recipe_path("sft"), common + [f"output_dir={out / 'sft'}", f"model_name_or_path={base_path}"])
+    sft = load_recipe(recipe_path("sft"), common + [f"output_dir={out / 'sft'}", f"model_name_or_path={base_path}"]
+                      + extra.get("sft", []))
     t = time.time()
     base = _evaluate(base_path, sft, "the untrained model")
     stages = [{"name": "base", "accuracy": base["accuracy"], "n": base["n"], "seconds": round(time.time() - t, 1),
@@ -78,7 +83,8 @@ def run_demo(algorithms: str | None = None, output_dir: str | None = None, full:
 
     for name in names:
         start = base_path if name in FROM_BASE else sft_path
-        recipe = load_recipe(recipe_path(name), common + [f"output_dir={out / name}", f"model_name_or_path={start}"])
+        recipe = load_recipe(recipe_path(name), common + [f"output_dir={out / name}", f"model_name_or_path={start}"]
+                             + extra.get(name, []))
         t = time.time()
         path = ALGORITHMS[name][1](recipe)
         stages.append(_stage_from_run(name, path, time.time() - t))

@@ -70,6 +70,17 @@ class OnlineRLTrainer(Trainer):
         """A frozen copy of the initial policy (only without LoRA; with LoRA the adapter is switched off)."""
         import copy
 
+        from transformers.integrations import is_deepspeed_zero3_enabled
+
+        if is_deepspeed_zero3_enabled():  # the policy holds shards, so a copy would too: load it again, sharded
+            from transformers import AutoModelForCausalLM
+            from trl.models.utils import prepare_deepspeed
+
+            if not model.name_or_path:
+                raise ValueError("under ZeRO-3 the reference model is loaded again from model.name_or_path, "
+                                 "which is empty: load the policy with from_pretrained, or set beta: 0")
+            ref = AutoModelForCausalLM.from_pretrained(model.name_or_path, dtype=model.dtype)
+            return prepare_deepspeed(ref, self.accelerator)
         ref = copy.deepcopy(model).eval()
         ref.requires_grad_(False)
         return ref.to(self.args.device)
@@ -111,7 +122,7 @@ class OnlineRLTrainer(Trainer):
         """k completions per prompt -> (batch of token tensors on the device, the Rollout, seconds)."""
         args, k, device = self.args, self.args.num_generations, self.args.device
         start = time.perf_counter()
-        with _unwrap_for_generation(self.model, self.accelerator, args) as gen_model:
+        with _unwrap_for_generation(self.model_wrapped, self.accelerator, args) as gen_model:
             rollout = generate(gen_model, self.processing_class, [r["prompt"] for r in rows], num_generations=k,
                                max_completion_length=args.max_completion_length, temperature=args.temperature,
                                top_p=args.top_p, top_k=args.top_k or 0, do_sample=True)
@@ -182,12 +193,17 @@ class OnlineRLTrainer(Trainer):
 
         rows = eval_dataset if eval_dataset is not None else self.eval_dataset
         metrics = {}
-        if rows is not None and self.is_world_process_zero():
-            model = self.accelerator.unwrap_model(self.model)
-            result = evaluate_greedy(model, self.processing_class, rows, reward=self.scorer.names[0],
-                                     max_completion_length=self.eval_max_completion_length, progress=False)
-            metrics = {f"{metric_key_prefix}_accuracy": result["accuracy"]}
-            self.log(metrics)
+        if rows is not None:  # ZeRO-3: weights gathered, generation still collective, so every rank evaluates
+            from transformers.integrations import is_deepspeed_zero3_enabled
+
+            with _unwrap_for_generation(self.model_wrapped, self.accelerator) as model:
+                if is_deepspeed_zero3_enabled() or self.is_world_process_zero():
+                    result = evaluate_greedy(model, self.processing_class, rows, reward=self.scorer.names[0],
+                                             max_completion_length=self.eval_max_completion_length, progress=False)
+                    if self.is_world_process_zero():
+                        metrics = {f"{metric_key_prefix}_accuracy": result["accuracy"]}
+            if metrics:
+                self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
 
@@ -261,8 +277,12 @@ def _prompt_text(row) -> str:
     return prompt if isinstance(prompt, str) else prompt[-1]["content"]
 
 
-def _unwrap_for_generation(model, accelerator, args):
-    """Gathers ZeRO-3 shards for generation (TRL's helper); a plain unwrap otherwise."""
+def _unwrap_for_generation(model, accelerator, args=None):
+    """Gathers ZeRO-3 shards for generation (TRL's helper); a plain unwrap otherwise.
+
+    `model` is the DeepSpeed engine (trainer.model_wrapped), so that ZeRO-3's hooks are lifted while generating.
+    Without `args` the weights are always gathered (evaluation)."""
     from trl.models import unwrap_model_for_generation
 
-    return unwrap_model_for_generation(model, accelerator, gather_deepspeed3_params=args.ds3_gather_for_generation)
+    gather = True if args is None else args.ds3_gather_for_generation
+    return unwrap_model_for_generation(model, accelerator, gather_deepspeed3_params=gather)

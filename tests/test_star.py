@@ -181,4 +181,9 @@ def test_demo_recipe_gains_ten_points_in_three_rounds(tmp_path):
     final = json.loads((out / "eval.json").read_text())["accuracy"]
     assert len(stage["rounds"]) == 3
     assert final >= stage["start_accuracy"] + 0.10, stage
-    assert all(r["frac_solved_by_rationalization"] is not None for r in stage["rounds"])
+    rounds = [json.loads((out / f"round-{i}" / "round.json").read_text()) for i in (1, 2, 3)]
+    assert sum(r["solved_by_rationalization"] for r in rounds) > 0, rounds  # problems sampling did not solve
+    for i, r in enumerate(rounds, 1):
+        rows = saved_rows(out, i)
+        assert len(rows) == r["dataset_size"] > 0
+        assert not any("Hint" in json.dumps(row) for row in rows)

@@ -203,3 +203,58 @@ def test_folder_picks_the_split_file(data_dir):
     with pytest.raises(FileNotFoundError, match="train"):
         load_task("math", "train", path=str(data_dir / "math500"))  # only test.jsonl: never served as train
     assert len(load_task("humaneval", "test", path=str(data_dir / "humaneval"))) == 164
+
+
+# ---------------------------------------------------------------- arithmetic difficulty levels
+
+LEVELS = [[1, 2], [2, 2], [3, 2], [2, 3]]
+
+
+def test_levels_mix_difficulties_and_label_every_row():
+    test = load_arithmetic("test", levels=LEVELS, num_train=200, num_test=42, seed=3)
+    train = load_arithmetic("train", levels=LEVELS, num_train=200, num_test=42, seed=3)
+    assert len(test) == 42 and len(train) == 200
+    counts = {}
+    for row in test:
+        numbers = re.findall(r"\d+", row["question"])
+        assert len(numbers) == row["num_ops"] + 1 and max(len(n) for n in numbers) <= row["digits"]
+        assert row["level"] == f"{row['num_ops']} op{'s' if row['num_ops'] > 1 else ''}, {row['digits']} digits"
+        assert int(row["answer"]) == eval(row["question"][8:-1])
+        assert row["solution"].count("\n") == row["num_ops"]  # one worked line per operation, then #### N
+        counts[(row["num_ops"], row["digits"])] = counts.get((row["num_ops"], row["digits"]), 0) + 1
+    assert counts == {(1, 2): 11, (2, 2): 11, (3, 2): 10, (2, 3): 10}  # totals shared out, the first levels first
+    assert [(r["num_ops"], r["digits"]) for r in test[:8]] == [tuple(lv) for lv in LEVELS] * 2  # levels take turns
+    assert not {r["question"] for r in test} & {r["question"] for r in train}
+    again = load_arithmetic("test", levels=LEVELS, num_train=20, num_test=42, seed=3)
+    assert again == test  # the test set does not depend on the train size
+
+
+def test_one_level_draws_the_same_problems_as_num_ops_and_digits():
+    plain = load_arithmetic("train", num_ops=3, digits=2, num_train=50, num_test=10, seed=2)
+    level = load_arithmetic("train", levels=[[3, 2]], num_train=50, num_test=10, seed=2)
+    assert [r["question"] for r in plain] == [r["question"] for r in level]
+    assert "level" not in plain[0] and level[0]["level"] == "3 ops, 2 digits"
+
+
+def test_levels_through_the_registry_and_formats():
+    rows = load_task("arithmetic", "test", levels=LEVELS, solution_format="direct", num_train=10, num_test=8)
+    assert rows.column_names == ["answer", "solution", "id", "level", "num_ops", "digits", "prompt"]
+    assert all(s == f"#### {a}" for s, a in zip(rows["solution"], rows["answer"]))
+
+
+def test_bad_levels_are_one_line_errors():
+    for bad, message in (([], "non-empty"), ([[1, 2, 3]], "pair"), ("12", "pair"), ([[1, 2], [1, 2]], "twice"),
+                         ([[0, 2]], "num_ops"), ([[1, 10]], "digits")):
+        with pytest.raises(ValueError, match=message):
+            load_arithmetic("test", levels=bad, num_train=10, num_test=4)
+    with pytest.raises(ValueError, match="either levels or num_ops"):
+        load_arithmetic("test", levels=LEVELS, num_ops=2)
+
+
+def test_tokenizer_texts_cover_every_level():
+    from rlreason.tasks.arithmetic import sample_texts
+
+    texts = sample_texts(levels=LEVELS)
+    questions = [t for t in texts if t.startswith("What is")]
+    assert {len(re.findall(r"\d+", q)) for q in questions} == {2, 3, 4}
+    assert any(re.search(r"\d{3}[+-]", q) for q in questions)

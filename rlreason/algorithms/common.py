@@ -63,8 +63,8 @@ def start_run(recipe) -> None:
     setup_wandb(targs.report_to, targs.output_dir, targs.run_name)
 
 
-def evaluate_after_train(recipe, model, tokenizer) -> dict | None:
-    """Greedy accuracy of the trained model on the recipe's test split, written to eval.json."""
+def evaluate_after_train(recipe, model, tokenizer, record: bool = True) -> dict | None:
+    """Greedy accuracy of the trained model on the recipe's test split, written to eval.json (when `record`)."""
     args, targs = recipe.args, recipe.training_args
     if not args.eval_after_train:
         return None
@@ -73,7 +73,9 @@ def evaluate_after_train(recipe, model, tokenizer) -> dict | None:
     rows = load_rows(args, args.dataset_test_split, args.max_eval_samples)
     reward = args.reward_funcs[0] if args.reward_funcs else "rewards.math.accuracy"
     result = evaluate_greedy(model, tokenizer, rows, max_completion_length=args.eval_max_completion_length,
-                             reward=reward)
+                             reward=reward, progress=record)
+    if not record:
+        return result
     dump_json(result, Path(targs.output_dir) / "eval.json")
     log_eval(targs.output_dir, {"eval/accuracy": result["accuracy"], "eval/n": result["n"]})
     print(f"held-out greedy accuracy: {result['accuracy']:.3f} on {result['n']} problems")
@@ -109,12 +111,17 @@ def run_training(trainer, targs) -> None:
 
 
 def finish_run(recipe, trainer, output_dir: Path) -> str:
-    """After training: evaluate on the main process, close wandb with the one line saying where it is."""
-    if trainer.is_world_process_zero():
-        model = trainer.model
-        if hasattr(model, "merge_and_unload"):  # evaluate the adapter as it will be used
-            model = model.eval()
-        evaluate_after_train(recipe, model, trainer.processing_class)
+    """After training: evaluate (rank 0 records it), close wandb with the one line saying where it is."""
+    if recipe.args.eval_after_train:
+        from transformers.integrations import is_deepspeed_zero3_enabled
+        from trl.models import unwrap_model_for_generation
+
+        # ZeRO-3: the weights are gathered, and generation stays collective, so every rank evaluates in step
+        everyone = is_deepspeed_zero3_enabled()
+        with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator) as model:
+            if everyone or trainer.is_world_process_zero():
+                evaluate_after_train(recipe, model.eval(), trainer.processing_class,
+                                     record=trainer.is_world_process_zero())
     run_dir = wandb_run_dir()
     if run_dir and trainer.is_world_process_zero():
         import wandb

@@ -17,6 +17,11 @@ column and ``a`` is written as ``1a`` (i.e. plus ten) when the column has to bor
 Negative numbers: problems are drawn so that every intermediate result (and the answer) is
 non-negative; a drawn problem that would go negative is rejected and drawn again.
 The ``direct`` format is the last line only (``#### 113``).
+
+Difficulty mixes: ``levels=[[1, 2], [2, 2], [3, 2], [2, 3]]`` draws problems at several (num_ops, digits)
+levels instead of one; num_train and num_test are then totals shared evenly between the levels, rows take
+the levels in turn (so any prefix of a split is balanced), and every row carries its ``level`` (e.g.
+``"3 ops, 2 digits"``), ``num_ops`` and ``digits``.
 """
 
 from __future__ import annotations
@@ -129,59 +134,114 @@ def _check_options(num_ops, digits, ops, solution_format, num_train, num_test) -
             raise ValueError(f"arithmetic: {name} must be an integer >= 0, got {value!r}")
 
 
-def generate_problems(num_ops: int = 2, digits: int = 2, ops: str = "+-", num_train: int = 20000,
-                      num_test: int = 200, seed: int = 0) -> dict[str, list[tuple[list[int], list[str]]]]:
-    """Distinct problems per split; the test set is drawn first and the train set never repeats it."""
+def resolve_levels(levels=None, num_ops: int | None = None, digits: int | None = None) -> list[tuple[int, int]]:
+    """The (num_ops, digits) levels to draw from: `levels` when given (then num_ops / digits must not be),
+    else the one level (num_ops, digits) with the defaults filled in."""
+    if levels is None:
+        return [(DEFAULTS["num_ops"] if num_ops is None else num_ops, DEFAULTS["digits"] if digits is None else digits)]
+    if num_ops is not None or digits is not None:
+        raise ValueError("arithmetic: give either levels or num_ops/digits, not both (levels sets both per level)")
+    example = "e.g. [[1, 2], [2, 2], [3, 2]] as [num_ops, digits]"
+    if not isinstance(levels, (list, tuple)) or not levels:
+        raise ValueError(f"arithmetic: levels must be a non-empty list of [num_ops, digits] pairs, {example}; "
+                         f"got {levels!r}")
+    out = []
+    for level in levels:
+        if not isinstance(level, (list, tuple)) or len(level) != 2:
+            raise ValueError(f"arithmetic: each level must be a [num_ops, digits] pair, {example}; got {level!r}")
+        pair = (level[0], level[1])
+        if pair in out:
+            raise ValueError(f"arithmetic: level {list(pair)} is listed twice in levels")
+        out.append(pair)
+    return out
+
+
+def level_name(num_ops: int, digits: int) -> str:
+    """A level's label in rows and reports: "3 ops, 2 digits"."""
+    return f"{num_ops} op{'s' if num_ops != 1 else ''}, {digits} digit{'s' if digits != 1 else ''}"
+
+
+def _shares(total: int, parts: int) -> list[int]:
+    """total split into `parts` counts differing by at most one, the larger ones first."""
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def generate_level_problems(levels: list[tuple[int, int]], ops: str = "+-", num_train: int = 20000,
+                            num_test: int = 200,
+                            seed: int = 0) -> dict[str, list[tuple[int, list[int], list[str]]]]:
+    """Distinct (level index, numbers, ops) problems per split, the levels taking turns; the test set is
+    drawn first and the train set never repeats it. One level draws exactly what generate_problems did."""
     rng = random.Random(f"rlreason-arithmetic-{seed}")
     seen: set[str] = set()
     out: dict[str, list] = {"test": [], "train": []}
     for split, count in (("test", num_test), ("train", num_train)):
-        misses = 0
-        while len(out[split]) < count:
-            numbers, chosen = _draw(rng, num_ops, digits, ops)
-            key = expression(numbers, chosen)
-            if key in seen:
-                misses += 1
-                if misses > 1000 + 20 * count:
+        quotas = _shares(count, len(levels))
+        turns = [i for rnd in range(max(quotas, default=0)) for i in range(len(levels)) if rnd < quotas[i]]
+        misses = [0] * len(levels)
+        for i in turns:
+            num_ops, digits = levels[i]
+            while True:
+                numbers, chosen = _draw(rng, num_ops, digits, ops)
+                key = expression(numbers, chosen)
+                if key not in seen:
+                    break
+                misses[i] += 1
+                if misses[i] > 1000 + 20 * quotas[i]:
                     raise ValueError(
                         f"arithmetic: found only {len(seen)} distinct problems with num_ops={num_ops}, "
                         f"digits={digits}, ops={ops!r}; lower num_train/num_test or raise digits/num_ops")
-                continue
             seen.add(key)
-            out[split].append((numbers, chosen))
+            out[split].append((i, numbers, chosen))
     return out
 
 
-def load_arithmetic(split: str, *, num_ops: int = DEFAULTS["num_ops"], digits: int = DEFAULTS["digits"],
+def generate_problems(num_ops: int = 2, digits: int = 2, ops: str = "+-", num_train: int = 20000,
+                      num_test: int = 200, seed: int = 0) -> dict[str, list[tuple[list[int], list[str]]]]:
+    """Distinct problems per split; the test set is drawn first and the train set never repeats it."""
+    problems = generate_level_problems([(num_ops, digits)], ops, num_train, num_test, seed)
+    return {split: [(numbers, chosen) for _, numbers, chosen in rows] for split, rows in problems.items()}
+
+
+def load_arithmetic(split: str, *, num_ops: int | None = None, digits: int | None = None,
                     ops: str = DEFAULTS["ops"], solution_format: str = DEFAULTS["solution_format"],
                     num_train: int = DEFAULTS["num_train"], num_test: int = DEFAULTS["num_test"],
-                    seed: int = 0, limit: int | None = None) -> list[dict]:
-    """Rows {question, answer, solution, id} of one split ("train" or "test")."""
-    _check_options(num_ops, digits, ops, solution_format, num_train, num_test)
+                    levels: list | None = None, seed: int = 0, limit: int | None = None) -> list[dict]:
+    """Rows {question, answer, solution, id} of one split ("train" or "test"); with `levels`, also
+    {level, num_ops, digits}. num_ops and digits default to 2 (DEFAULTS)."""
+    chosen_levels = resolve_levels(levels, num_ops, digits)
+    for level_ops, level_digits in chosen_levels:
+        _check_options(level_ops, level_digits, ops, solution_format, num_train, num_test)
     if split not in ("train", "test"):
         raise ValueError(f"arithmetic: split must be 'train' or 'test', got {split!r}")
-    problems = generate_problems(num_ops, digits, ops, num_train, num_test, seed)[split]
+    problems = generate_level_problems(chosen_levels, ops, num_train, num_test, seed)[split]
     if limit is not None:
         problems = problems[:limit]
     rows = []
-    for i, (numbers, chosen) in enumerate(problems):
-        rows.append({
+    for i, (level, numbers, chosen) in enumerate(problems):
+        row = {
             "question": QUESTION.format(expr=expression(numbers, chosen)),
             "answer": str(evaluate(numbers, chosen)),
             "solution": worked_solution(numbers, chosen, solution_format),
             "id": f"arithmetic-{split}-{i}",
-        })
+        }
+        if levels is not None:
+            level_ops, level_digits = chosen_levels[level]
+            row.update(level=level_name(level_ops, level_digits), num_ops=level_ops, digits=level_digits)
+        rows.append(row)
     return rows
 
 
-def sample_texts(num_ops: int = DEFAULTS["num_ops"], digits: int = DEFAULTS["digits"], ops: str = DEFAULTS["ops"],
-                 **_ignored) -> list[str]:
-    """Texts that cover every character a prompt or solution can use (for training a tokenizer)."""
+def sample_texts(num_ops: int | None = None, digits: int | None = None, ops: str = DEFAULTS["ops"],
+                 levels: list | None = None, **_ignored) -> list[str]:
+    """Texts that cover every character a prompt or solution can use (for training a tokenizer);
+    with `levels`, drawn from every level in equal parts."""
+    chosen_levels = resolve_levels(levels, num_ops, digits)
     rng = random.Random(0)
     texts = []
     for fmt in SOLUTION_FORMATS:
-        for _ in range(200):
-            numbers, chosen = _draw(rng, num_ops, digits, ops)
+        for i in range(200):
+            level_ops, level_digits = chosen_levels[i % len(chosen_levels)]
+            numbers, chosen = _draw(rng, level_ops, level_digits, ops)
             texts.append(QUESTION.format(expr=expression(numbers, chosen)))
             texts.append(worked_solution(numbers, chosen, fmt))
     texts.append("0123456789 " + SUPPORTED_OPS + " ->:=,#?\n")
