@@ -12,7 +12,7 @@ export WANDB_SILENT ?= true
 export HF_HUB_DISABLE_TELEMETRY ?= 1
 PYTEST_ARGS ?=
 
-.PHONY: install system demo demo-full test test-slow bench bench-rewards clean
+.PHONY: install system demo demo-full test test-slow test-cluster bench bench-rewards clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ test: install
 
 test-slow: install
 	OMP_NUM_THREADS=1 $(PY) -m pytest -m slow -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# The slow tests of launching (about 5 minutes): 2-process DDP / ZeRO-2 / ZeRO-3, a one-node Slurm, preemption.
+CLUSTER_TESTS := tests/test_distributed.py tests/test_slurm.py tests/test_preemption.py
+test-cluster: install
+	OMP_NUM_THREADS=1 $(PY) -m pytest -m slow -q -p no:cacheprovider $(CLUSTER_TESTS) $(PYTEST_ARGS)
 
 bench: install
 	$(PY) -m benchmarks.bench_grpo

@@ -34,7 +34,7 @@ def demo(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="rlreason demo", description="SFT cold start, then RL, on the offline task.")
     parser.add_argument("--algorithms", default=None,
                         help="comma-separated stages to run after SFT (default: grpo when available)")
-    parser.add_argument("--output_dir", default=None, help="default runs/demo (runs/demo-full with --full)")
+    parser.add_argument("--output_dir", "--output-dir", default=None, help="default runs/demo (runs/demo-full with --full)")
     parser.add_argument("--full", action="store_true", help="the full findings report (all algorithms)")
     parser.add_argument("--seed", type=int, default=0)
     ns = parser.parse_args(argv)

@@ -10,6 +10,7 @@ from rlreason.config import RecipeError, dump_json, load_recipe
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "demo"
 FROM_BASE = {"star"}  # stages that make their own weak start from the untrained base model (stage.json: start_accuracy)
+OWN_SFT = {"score": "score_sft"}  # stages that start from a further SFT recipe run on the SFT model first
 
 
 def recipe_path(name: str) -> Path:
@@ -83,6 +84,11 @@ def run_demo(algorithms: str | None = None, output_dir: str | None = None, full:
 
     for name in names:
         start = base_path if name in FROM_BASE else sft_path
+        if name in OWN_SFT:
+            own = load_recipe(recipe_path(OWN_SFT[name]), common + [f"output_dir={out / OWN_SFT[name]}",
+                                                                  f"model_name_or_path={sft_path}"]
+                              + extra.get(OWN_SFT[name], []))
+            start = ALGORITHMS["sft"][1](own)
         recipe = load_recipe(recipe_path(name), common + [f"output_dir={out / name}", f"model_name_or_path={start}"]
                              + extra.get(name, []))
         t = time.time()

@@ -25,6 +25,13 @@ class RLConfig(GRPOConfig):
     kl_in_reward: bool = False
     whiten_advantages: bool = True
     num_ppo_epochs: int = 1
+    value_model: str | None = field(default=None, metadata={
+        "help": "PPO: a separate critic network (a model path, or 'policy' for a copy of the policy's weights) "
+                "instead of the value head on the policy's trunk"})
+    value_learning_rate: float | None = field(default=None, metadata={
+        "help": "PPO: learning rate of the value head (default: learning_rate); a fresh head needs a larger one"})
+    critic_warmup_steps: int = field(default=0, metadata={
+        "help": "PPO: first optimizer steps that train only the value head (the policy and trunk stay fixed)"})
     # SCoRe (two-attempt self-correction); unused by GRPO and PPO
     stage_one_steps: int = field(default=0, metadata={"help": "SCoRe: optimizer steps of stage I; stage II after"})
     beta_first: float = field(default=0.1, metadata={"help": "SCoRe stage I: KL weight on attempt 1's tokens"})

@@ -249,6 +249,7 @@ SHORT = {
             "per_device_train_batch_size=16", "num_generations=4"],
     "star": ["weak_start_steps=2", "iterations=1", "max_train_samples=8", "k=2", "threshold=0.0", "max_steps=2",
              "max_eval_samples=8", "eval_max_completion_length=24", "sampling_max_completion_length=24"],
+    "score_sft": ["max_steps=2", "max_eval_samples=8", "eval_max_completion_length=24", "per_device_train_batch_size=8"],
     "score": ["stage_one_steps=1", "max_steps=2", "max_eval_samples=8", "eval_max_completion_length=24",
               "max_completion_length=24", "per_device_train_batch_size=8", "num_generations=2"],
     "worked": ["max_steps=4", "max_eval_samples=8", "per_device_train_batch_size=8", "eval_max_completion_length=32",

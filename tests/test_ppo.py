@@ -50,9 +50,40 @@ def test_value_head_reads_the_hidden_state_before_each_token(tiny_model_dir):
 
     model, _ = load_policy(tiny_model_dir)
     head = attach_value_head(model)
+    assert not head.weight.any()  # zero init: values start constant, so GAE has no per-token noise to amplify
+    torch.nn.init.normal_(head.weight)
     ids = torch.randint(5, 50, (2, 12))
     with capture_hidden(model) as box:
         out = model(input_ids=ids, output_hidden_states=True)
     values = completion_values(model, box["hidden"], 4)
     expected = head(out.hidden_states[-1][:, -5:-1]).squeeze(-1)
     assert values.shape == (2, 4) and torch.allclose(values, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("value_model", [None, "policy"])
+def test_critic_warmup_trains_only_the_critic(tiny_model_dir, tmp_path, value_model):
+    """All steps in critic warm-up: the saved policy equals the start, the critic's weights moved."""
+    from safetensors.torch import load_file
+
+    from rlreason.algorithms.ppo import train
+
+    out = train(ppo_recipe(tiny_model_dir, tmp_path / "run", max_steps=2, critic_warmup_steps=2,
+                           value_learning_rate=1e-2, value_model=value_model))
+    start, saved = load_file(str(Path(tiny_model_dir) / "model.safetensors")), load_file(str(Path(out) / "model.safetensors"))
+    policy = [k for k in saved if not k.startswith(("v_head", "value_model"))]
+    assert policy and all(torch.equal(saved[k], start[k]) for k in policy if k in start)
+    head = "value_model.v_head.weight" if value_model else "v_head.weight"
+    assert saved[head].abs().sum() > 0  # zero at the start
+    if value_model:  # a separate trunk, trained at value_learning_rate
+        trunk = [k for k in saved if k.startswith("value_model.model.layers")]
+        assert trunk and any(not torch.equal(saved[k], start[k.removeprefix("value_model.")]) for k in trunk)
+    assert any("explained_variance" in m for m in read_metrics(Path(out) / "metrics.jsonl"))
+
+
+def test_separate_critic_with_lora_is_refused(tiny_model_dir, tmp_path):
+    from rlreason.algorithms.ppo import train
+    from rlreason.config import RecipeError
+
+    with pytest.raises(RecipeError, match="value_model with LoRA"):
+        train(ppo_recipe(tiny_model_dir, tmp_path / "run", value_model="policy", use_peft=True, lora_r=4,
+                         lora_alpha=8, lora_target_modules=["q_proj"]))

@@ -77,3 +77,40 @@ def test_wandb_offline_run_holds_the_metrics(tiny_model_dir, tmp_path, monkeypat
     jsonl = losses(out)
     assert [round(r["train/loss"], 4) for r in logged] == [round(v, 4) for v in jsonl]
     assert f"wandb sync {runs[0]}" in capsys.readouterr().err
+
+
+def test_correction_turns_keep_the_target_and_change_at_most_one_digit():
+    import random
+
+    from datasets import Dataset
+
+    from rlreason.algorithms.sft import change_one_digit, with_correction_turns
+
+    solutions = [f"{i}+{i + 7}: {i}+{i + 7}={2 * i + 7}\n#### {2 * i + 7}" for i in range(400)]
+    rows = Dataset.from_list([{"prompt": [{"role": "user", "content": f"What is {i}+{i + 7}?"}],
+                               "completion": [{"role": "assistant", "content": s}]} for i, s in enumerate(solutions)])
+    out = with_correction_turns(rows, 0.25, "Check it.", seed=3)
+    two_turn = [r for r in out if len(r["prompt"]) == 3]
+    assert 70 <= len(two_turn) <= 130  # ~25% of 400
+    changed = 0
+    for row in out:
+        solution = row["completion"][0]["content"]
+        assert solution in solutions  # the target is always the worked solution itself
+        if len(row["prompt"]) == 3:
+            user, first, instruction = row["prompt"]
+            assert (user["role"], first["role"], instruction) == ("user", "assistant", {"role": "user", "content": "Check it."})
+            diff = [(a, b) for a, b in zip(first["content"], solution) if a != b]
+            assert len(first["content"]) == len(solution) and len(diff) <= 1
+            assert all(a.isdigit() and b.isdigit() for a, b in diff)
+            changed += len(diff)
+    assert 0.3 * len(two_turn) <= changed <= 0.7 * len(two_turn)  # half the first attempts carry an error
+    assert with_correction_turns(rows, 0.0, "x") is rows
+    assert change_one_digit("no digits", random.Random(0)) == "no digits"
+
+
+def test_correction_fraction_out_of_range_is_a_clear_error(tiny_model_dir, tmp_path):
+    from rlreason.config import RecipeError
+
+    with pytest.raises((RecipeError, ValueError), match="correction_fraction must be between 0 and 1"):
+        load_recipe(None, base={"algorithm": "sft", "model_name_or_path": tiny_model_dir, "correction_fraction": 1.5,
+                                "output_dir": str(tmp_path), "use_cpu": True, "bf16": False})

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 
 def _sft():
-    from trl import SFTConfig
+    from rlreason.algorithms.sft import SFTArgs, train
 
-    from rlreason.algorithms.sft import train
-
-    return SFTConfig, train
+    return SFTArgs, train
 
 
 def _grpo():

@@ -14,8 +14,10 @@ from pathlib import Path
 import torch
 
 from rlreason.algorithms.common import finish_run, load_rows, prepare_model_path, run_training, start_run
+from rlreason.config import RecipeError
 from rlreason.losses import masked_mean, value_loss, whiten
-from rlreason.models.value_head import HEAD_NAME, attach_value_head, capture_hidden, completion_values
+from rlreason.models.value_head import (HEAD_NAME, attach_value_head, attach_value_model, capture_hidden,
+                                        completion_values, critic_values, has_value_model, is_critic_parameter)
 from rlreason.rollout import completion_logprobs
 from rlreason.trainer import OnlineRLTrainer
 
@@ -24,8 +26,12 @@ class PPOTrainer(OnlineRLTrainer):
     """OnlineRLTrainer with token-level values: GAE advantages and a clipped value loss."""
 
     def __init__(self, model, args, *rest, **kwargs):
-        attach_value_head(model)
+        if args.value_model:
+            attach_value_model(model, args.value_model)
+        else:
+            attach_value_head(model)
         super().__init__(model, args, *rest, **kwargs)
+        self.separate_critic = has_value_model(self.model)
 
     def reference_logps(self, batch):
         """PPO always keeps the sampling policy's log-probs: they define the ratio and the KL-in-reward."""
@@ -44,9 +50,14 @@ class PPOTrainer(OnlineRLTrainer):
         for i in range(0, len(input_ids), bs):
             logps.append(completion_logprobs(model, input_ids[i:i + bs], attention[i:i + bs], C,
                                              temperature=self.args.temperature, return_entropy=False)[0])
-            values.append(completion_values(model, keep_hidden["hidden"], C))
+            values.append(self._values(model, input_ids[i:i + bs], attention[i:i + bs], C, keep_hidden))
         keep_hidden["values"] = torch.cat(values, 0)
         return torch.cat(logps, 0)
+
+    def _values(self, model, input_ids, attention, C, box):
+        if self.separate_critic:
+            return critic_values(model, input_ids, attention, C)
+        return completion_values(model, box["hidden"], C)
 
     def compute_advantages(self, batch, rewards):
         args, mask = self.args, batch["completion_mask"]
@@ -71,11 +82,29 @@ class PPOTrainer(OnlineRLTrainer):
     def kl_weights(self, inputs):
         return 0.0 if self.args.kl_in_reward else self.args.beta
 
+    def create_optimizer(self, model=None):
+        """Transformers' optimizer, with the value head (or critic) in its own group at `value_learning_rate`."""
+        optimizer = super().create_optimizer(model)
+        lr = self.args.value_learning_rate
+        if lr is None or lr == self.args.learning_rate:
+            return optimizer
+        head = {id(p) for n, p in (model or self.model).named_parameters() if is_critic_parameter(n) and p.requires_grad}
+        head_params = [p for g in optimizer.param_groups for p in g["params"] if id(p) in head]
+        for group in optimizer.param_groups:
+            group["params"] = [p for p in group["params"] if id(p) not in head]
+        optimizer.param_groups = [g for g in optimizer.param_groups if g["params"]]
+        optimizer.add_param_group({"params": head_params, "lr": lr, "weight_decay": 0.0})
+        return optimizer
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        warming_up = self.state.global_step < self.args.critic_warmup_steps
         with capture_hidden(model) as box:
             loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if warming_up:  # only the critic learns: no policy gradient, and none through the shared trunk
+            loss = loss * 0.0
+            box["hidden"] = box["hidden"].detach()
         C = inputs["completion_ids"].size(1)
-        values = completion_values(model, box["hidden"], C)
+        values = self._values(model, inputs["input_ids"], inputs["attention_mask"], C, box)
         mask = inputs["completion_mask"]
         v_loss, v_stats = value_loss(values, inputs["old_values"], inputs["returns"], mask,
                                      cliprange_value=self.args.cliprange_value, vf_coef=self.args.vf_coef)
@@ -102,6 +131,9 @@ def train(recipe) -> str:
     rows = load_rows(args, args.dataset_train_split, args.max_train_samples)
     eval_rows = load_rows(args, args.dataset_test_split, args.max_eval_samples) if targs.eval_strategy != "no" else None
     peft = lora_config(args)
+    if peft is not None and targs.value_model:
+        raise RecipeError("value_model with LoRA is not supported: the separate critic would get adapters too; "
+                          "drop value_model to use the value head on the LoRA policy's trunk")
     if peft is not None:
         peft.modules_to_save = [*(peft.modules_to_save or []), HEAD_NAME]
     trainer = PPOTrainer(model, targs, rows, tokenizer, args.reward_funcs, args.reward_weights, peft_config=peft,

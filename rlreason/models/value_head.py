@@ -1,8 +1,9 @@
-"""A value head on the policy's trunk: a linear layer over the final hidden state, one value per token.
+"""Token-level values for PPO: a linear head on the policy's trunk (default) or a separate critic network.
 
-The head is a submodule of the causal LM (`model.v_head`), so checkpoints, resume, DeepSpeed and
-LoRA (`modules_to_save=["v_head"]`) handle it like any other weight. Values come from the same
-forward pass as the log-probs: a hook on the trunk's final norm captures the hidden states.
+Either way the critic is a submodule of the causal LM (`model.v_head`, or `model.value_model` holding its own
+trunk and `v_head`), so checkpoints, resume, DeepSpeed and LoRA (`modules_to_save`) handle it like any other
+weight. With the shared trunk, values come from the same forward pass as the log-probs (a hook on the final
+norm captures the hidden states); a separate critic runs its own trunk on the same tokens.
 """
 
 from __future__ import annotations
@@ -13,14 +14,15 @@ import torch
 from torch import nn
 
 HEAD_NAME = "v_head"
+CRITIC_NAME = "value_model"
 
 
 def attach_value_head(model) -> nn.Module:
-    """Add `v_head` (hidden_size -> 1, small init, float32) to a causal LM, once."""
+    """Add `v_head` (hidden_size -> 1, zero init, float32) to a causal LM, once."""
     if not hasattr(model, HEAD_NAME):
         hidden = model.config.hidden_size
         head = nn.Linear(hidden, 1)
-        nn.init.normal_(head.weight, std=1.0 / (hidden + 1) ** 0.5)
+        nn.init.zeros_(head.weight)  # starts as a constant: no per-token noise for GAE to amplify
         nn.init.zeros_(head.bias)
         setattr(model, HEAD_NAME, head.to(next(model.parameters()).device))
     return getattr(model, HEAD_NAME)
@@ -60,3 +62,39 @@ def completion_values(model, hidden: torch.Tensor, completion_length: int) -> to
     head = _find(model, HEAD_NAME)
     states = hidden[:, -completion_length - 1:-1, :]
     return head(states.to(head.weight.dtype)).squeeze(-1).float()
+
+
+def attach_value_model(model, source: str) -> nn.Module:
+    """Add `value_model`: a separate critic (its own trunk + v_head) loaded from `source`, or a copy of the
+    policy's weights when source is "policy"."""
+    if not hasattr(model, CRITIC_NAME):
+        if source == "policy":
+            import copy
+
+            critic = copy.deepcopy(model)
+        else:
+            from transformers import AutoModelForCausalLM
+
+            critic = AutoModelForCausalLM.from_pretrained(source, dtype=next(model.parameters()).dtype)
+        head = critic.get_output_embeddings()
+        if head is not None and head.weight is not critic.get_input_embeddings().weight:
+            head.requires_grad_(False)  # the critic never predicts tokens (a tied matrix stays: it embeds them)
+        attach_value_head(critic)
+        setattr(model, CRITIC_NAME, critic.to(next(model.parameters()).device))
+    return getattr(model, CRITIC_NAME)
+
+
+def has_value_model(model) -> bool:
+    return any(name == CRITIC_NAME or name.endswith("." + CRITIC_NAME) for name, _ in model.named_modules())
+
+
+def critic_values(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_length: int):
+    """V(s_t) for each completion token from the separate critic (its trunk's last hidden states). (B, C)."""
+    critic = _find(model, CRITIC_NAME)
+    hidden = critic.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    return completion_values(critic, hidden, completion_length)
+
+
+def is_critic_parameter(name: str) -> bool:
+    """Parameters that belong to the value function (the head, or the whole separate critic)."""
+    return HEAD_NAME in name or CRITIC_NAME in name
