@@ -165,7 +165,8 @@ def rl_beats_imitation(m: dict) -> dict:
             checks.append(beats("STaR's last round", last, "its weak start", star["start_accuracy"], n_a=star["n"],
                                 n_b=star["n"]))
     notes = ["Greedy accuracy on the same held-out problems after each stage of the stage pipeline "
-             "(stages/report.md); GRPO, PPO and SCoRe start from the SFT model, STaR from its own weak start."]
+             "(stages/report.md); GRPO and PPO start from the SFT model, SCoRe from it after further SFT with "
+             "two-turn rows (demo/score_sft.yaml), STaR from its own weak start."]
     return {"columns": ["stage", "accuracy", "problems", "vs. SFT"], "rows": rows, "checks": checks, "notes": notes}
 
 
@@ -181,7 +182,10 @@ def self_correction(m: dict) -> dict:
                      r["delta_c_to_i"], Z * ses[when]])
     checks = [not_positive("SFT model's delta(t1,t2)", score["before"]["delta_t1_t2"], ses["before"]),
               positive("SCoRe model's delta(t1,t2)", score["after"]["delta_t1_t2"], ses["after"])]
-    notes = [f"Greedy attempt 1, then the correction instruction and greedy attempt 2, on {n} held-out problems."]
+    notes = [f"Greedy attempt 1, then the correction instruction and greedy attempt 2, on {n} held-out problems.",
+             "'SFT model' is the demo SFT model after further SFT with two-turn rows (problem, a first attempt, the "
+             "instruction -> the worked solution; demo/score_sft.yaml), so it knows the second turn; SCoRe starts "
+             "from it."]
     return {"columns": ["model", "attempt 1", "attempt 2", "delta(t1,t2)", "i->c", "c->i", f"{Z:g} s.e."],
             "rows": rows, "checks": checks, "notes": notes}
 
