@@ -24,7 +24,6 @@ class RLConfig(GRPOConfig):
     cliprange_value: float = 0.2
     kl_in_reward: bool = False
     whiten_advantages: bool = True
-    num_ppo_epochs: int = 1
     value_model: str | None = field(default=None, metadata={
         "help": "PPO: a separate critic network (a model path, or 'policy' for a copy of the policy's weights) "
                 "instead of the value head on the policy's trunk"})

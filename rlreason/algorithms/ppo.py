@@ -17,7 +17,7 @@ from rlreason.algorithms.common import finish_run, load_rows, prepare_model_path
 from rlreason.config import RecipeError
 from rlreason.losses import masked_mean, value_loss, whiten
 from rlreason.models.value_head import (HEAD_NAME, attach_value_head, attach_value_model, capture_hidden,
-                                        completion_values, critic_values, has_value_model, is_critic_parameter)
+                                        completion_values, critic_values, is_critic_parameter)
 from rlreason.rollout import completion_logprobs
 from rlreason.trainer import OnlineRLTrainer
 
@@ -31,7 +31,7 @@ class PPOTrainer(OnlineRLTrainer):
         else:
             attach_value_head(model)
         super().__init__(model, args, *rest, **kwargs)
-        self.separate_critic = has_value_model(self.model)
+        self.separate_critic = bool(args.value_model)
 
     def reference_logps(self, batch):
         """PPO always keeps the sampling policy's log-probs: they define the ratio and the KL-in-reward."""

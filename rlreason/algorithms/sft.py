@@ -90,7 +90,7 @@ def train(recipe) -> str:
     model_path = prepare_model_path(args, targs.output_dir)
     model, tokenizer = load_policy(model_path, args.dtype, args.attn_implementation)
     train_rows = to_prompt_completion(load_rows(args, args.dataset_train_split, args.max_train_samples))
-    if getattr(targs, "correction_fraction", 0.0):
+    if targs.correction_fraction:
         from rlreason.rollout import SELF_CORRECTION_INSTRUCTION
 
         train_rows = with_correction_turns(train_rows, targs.correction_fraction,

@@ -84,10 +84,6 @@ def attach_value_model(model, source: str) -> nn.Module:
     return getattr(model, CRITIC_NAME)
 
 
-def has_value_model(model) -> bool:
-    return any(name == CRITIC_NAME or name.endswith("." + CRITIC_NAME) for name, _ in model.named_modules())
-
-
 def critic_values(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_length: int):
     """V(s_t) for each completion token from the separate critic (its trunk's last hidden states). (B, C)."""
     critic = _find(model, CRITIC_NAME)
