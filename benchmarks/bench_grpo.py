@@ -1,9 +1,10 @@
 """Seconds per GRPO step, ours against TRL's GRPOTrainer, side by side on one tiny model and one config.
 
-    python -m benchmarks.bench_grpo [--steps 12] [--prompts 4] [--k 8] [--max_completion_length 32]
+    python -m benchmarks.bench_grpo [--steps 12] [--prompts 4] [--k 8] [--max_completion_length 32] [--repeats 3]
 
 Prints a table and ends with `grpo_step_ratio_vs_trl: X` (ours / TRL's, LoRA off; lower is better), and
-compares our rollout with a bare `model.generate` of the same batch.
+compares our rollout with a bare `model.generate` of the same batch. The two trainers take turns, `repeats` runs
+each, and each side reports the median of its runs' medians: on a shared machine one run's timing drifts by 30%.
 """
 
 from __future__ import annotations
@@ -88,8 +89,8 @@ def time_rollout(model_dir, ns) -> tuple[float, float]:
         torch.manual_seed(0)
         t = time.perf_counter()
         with torch.no_grad():
-            model.generate(**enc, do_sample=True, num_return_sequences=ns.k, max_new_tokens=ns.max_completion_length,
-                           pad_token_id=tok.pad_token_id)
+            model.generate(**enc, do_sample=True, temperature=1.0, top_k=0, top_p=1.0, num_return_sequences=ns.k,
+                           max_new_tokens=ns.max_completion_length, pad_token_id=tok.pad_token_id)  # our settings
         bare.append(time.perf_counter() - t)
     return statistics.median(ours), statistics.median(bare)
 
@@ -100,6 +101,7 @@ def main(argv=None):
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--k", type=int, default=8)
     parser.add_argument("--max_completion_length", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3, help="runs per trainer, taking turns")
     ns = parser.parse_args(argv)
     from rlreason.models.tiny import build_tiny, task_texts
 
@@ -109,12 +111,14 @@ def main(argv=None):
                                hidden_size=64, num_hidden_layers=2, num_attention_heads=4)
         rows = []
         for lora in (False, True):
-            trl_s = time_trainer(model_dir, "trl", lora, ns)
-            ours_s = time_trainer(model_dir, "rlreason", lora, ns)
-            rows.append((lora, ours_s, trl_s))
+            trl_runs, ours_runs = [], []
+            for _ in range(ns.repeats):
+                trl_runs.append(time_trainer(model_dir, "trl", lora, ns))
+                ours_runs.append(time_trainer(model_dir, "rlreason", lora, ns))
+            rows.append((lora, statistics.median(ours_runs), statistics.median(trl_runs)))
         ours_r, bare_r = time_rollout(model_dir, ns)
     print(f"\nGRPO step, tiny Llama, {ns.prompts} prompts x {ns.k} samples, max {ns.max_completion_length} tokens, "
-          f"beta 0.04, {ns.steps} steps (median after the first)")
+          f"beta 0.04, {ns.steps} steps (median after the first; median of {ns.repeats} runs each)")
     print(f"{'LoRA':<6}{'ours s/step':>14}{'TRL s/step':>14}{'ratio':>8}")
     for lora, ours_s, trl_s in rows:
         print(f"{'on' if lora else 'off':<6}{ours_s:>14.4f}{trl_s:>14.4f}{ours_s / trl_s:>8.2f}")

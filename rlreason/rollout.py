@@ -2,9 +2,10 @@
 
 `generate` encodes every prompt once (chat prompts through the tokenizer's chat template), left-pads them,
 samples `num_generations` completions per prompt and returns a `Rollout` whose completion rows are grouped
-by prompt (rows i*k .. i*k+k-1 belong to prompt i). `completion_logprobs` is the one forward pass that turns
-(prompt + completion) ids into per-token log-probabilities of the completion part; the trainer, the
-reference model and the parity tests all use it, so the numbers agree everywhere.
+by prompt (rows i*k .. i*k+k-1 belong to prompt i); a prompt's KV cache is computed once and shared by its
+k samples (`shared_prompt_cache`). `completion_logprobs` is the one forward pass that turns (prompt + completion)
+ids into per-token log-probabilities of the completion part; the trainer, the reference model and the parity
+tests all use it, so the numbers agree everywhere.
 
 Log-probabilities follow TRL's GRPOTrainer: they are taken under softmax(logits / temperature), the same
 temperature the completions were sampled at (top_p / top_k truncation is not applied, as in TRL), and the
@@ -137,12 +138,13 @@ def generate(model, tokenizer, prompts: list, *, num_generations: int = 1, max_c
     holds the log-probs of the sampled tokens from a forward pass at the sampling temperature (1.0 for
     greedy), exactly what `completion_logprobs` gives for the same rows. completion_ids are padded to the
     longest completion in the rollout (at most max_completion_length)."""
-    from accelerate.utils import extract_model_from_parallel
     from transformers import GenerationConfig
+
+    from rlreason.models.parallel import unwrap_parallel
 
     top_p, top_k = 1.0 if top_p is None else top_p, top_k or 0  # None means "off", as in GRPOConfig
     _check_options(num_generations, max_completion_length, temperature, top_p, top_k, do_sample, batch_size)
-    model = extract_model_from_parallel(model)
+    model = unwrap_parallel(model)
     k = num_generations
     prompt_ids, prompt_mask = encode_prompts(tokenizer, prompts)
     eos_ids = eos_token_ids(model, tokenizer)
@@ -162,9 +164,10 @@ def generate(model, tokenizer, prompts: list, *, num_generations: int = 1, max_c
                 ids, mask = prompt_ids[start:start + per_call], prompt_mask[start:start + per_call]
                 keep = mask.any(0).nonzero()
                 first = int(keep[0]) if len(keep) else ids.size(1) - 1  # drop columns that are padding in this chunk
-                ids = ids[:, first:].repeat_interleave(k, 0).to(device)
-                mask = mask[:, first:].repeat_interleave(k, 0).to(device)
-                out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+                ids, mask = ids[:, first:].to(device), mask[:, first:].to(device)
+                cache = shared_prompt_cache(model, ids, mask, k) if k > 1 else None
+                out = model.generate(input_ids=ids.repeat_interleave(k, 0), attention_mask=mask.repeat_interleave(k, 0),
+                                     generation_config=config, past_key_values=cache)
                 chunks.append(out[:, ids.size(1):].cpu())
             width = max(1, max(c.size(1) for c in chunks))
             lengths = torch.cat([torch.full((c.size(0),), c.size(1), dtype=torch.long) for c in chunks])
@@ -180,6 +183,23 @@ def generate(model, tokenizer, prompts: list, *, num_generations: int = 1, max_c
     texts = [tokenizer.decode(row[m.bool()].tolist(), skip_special_tokens=True)
              for row, m in zip(completion_ids, completion_mask)]
     return Rollout(prompt_ids, prompt_mask, completion_ids, completion_mask, texts, truncated, logprobs, k)
+
+
+def shared_prompt_cache(model, ids: torch.Tensor, mask: torch.Tensor, k: int):
+    """The KV cache of each prompt (all but its last token) computed once and repeated for its k samples, so
+    generate encodes a prompt once per group; None where the model has no such cache (encoder-decoder, a
+    one-token prompt). Positions are the ones generate gives left-padded rows (cumsum of the mask)."""
+    from transformers import DynamicCache
+
+    config = getattr(model, "config", None)
+    if ids.size(1) < 2 or config is None or getattr(config, "is_encoder_decoder", False):
+        return None
+    cache = DynamicCache(config=config)
+    positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1], past_key_values=cache,
+          use_cache=True, logits_to_keep=1)
+    cache.batch_repeat_interleave(k)
+    return cache
 
 
 def generate_second_attempt(model, tokenizer, prompts: list, first_completions: list[str],

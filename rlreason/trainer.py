@@ -17,6 +17,7 @@ from transformers import Trainer
 
 from rlreason.advantages import get_advantage
 from rlreason.losses import get_policy_loss
+from rlreason.models.parallel import unwrap_parallel
 from rlreason.rollout import completion_logprobs, generate
 from rlreason.scoring import RewardScorer
 
@@ -138,7 +139,7 @@ class OnlineRLTrainer(Trainer):
 
     def reference_logps(self, batch: dict):
         """(old log-probs, when a rollout is reused; reference log-probs, when beta != 0)."""
-        model = self.accelerator.unwrap_model(self.model)
+        model = unwrap_parallel(self.model)
         ids, attention, C = batch["input_ids"], batch["attention_mask"], batch["completion_ids"].size(1)
         old = self._logps(model, ids, attention, C) if self.args.num_iterations > 1 else None
         ref = None
@@ -282,7 +283,9 @@ def _unwrap_for_generation(model, accelerator, args=None):
 
     `model` is the DeepSpeed engine (trainer.model_wrapped), so that ZeRO-3's hooks are lifted while generating.
     Without `args` the weights are always gathered (evaluation)."""
-    from trl.models import unwrap_model_for_generation
+    from rlreason.models.parallel import unwrap_for_generation
 
     gather = True if args is None else args.ds3_gather_for_generation
-    return unwrap_model_for_generation(model, accelerator, gather_deepspeed3_params=gather)
+    kwargs = None if args is None else args.gradient_checkpointing_kwargs
+    return unwrap_for_generation(model, accelerator, gather_deepspeed3_params=gather,
+                                 gradient_checkpointing_kwargs=kwargs)

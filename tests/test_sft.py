@@ -114,3 +114,38 @@ def test_correction_fraction_out_of_range_is_a_clear_error(tiny_model_dir, tmp_p
     with pytest.raises((RecipeError, ValueError), match="correction_fraction must be between 0 and 1"):
         load_recipe(None, base={"algorithm": "sft", "model_name_or_path": tiny_model_dir, "correction_fraction": 1.5,
                                 "output_dir": str(tmp_path), "use_cpu": True, "bf16": False})
+
+
+def test_sampled_correction_attempts_are_the_start_models_own(tiny_model_dir, tmp_path):
+    from datasets import Dataset
+
+    from rlreason.algorithms.sft import attempt_sampler, with_correction_turns
+    from rlreason.models.loading import load_policy
+    from rlreason.rollout import generate
+
+    model, tok = load_policy(tiny_model_dir)
+    rows = Dataset.from_list([{"prompt": [{"role": "user", "content": f"What is {i}+{i + 3}?"}],
+                               "completion": [{"role": "assistant", "content": f"#### {2 * i + 3}"}]} for i in range(40)])
+    sampler = attempt_sampler(model, tok, temperature=1.0, max_completion_length=12, seed=5, batch_size=8)
+    out = with_correction_turns(rows, 0.5, "Check it.", seed=1, sample_attempts=sampler)
+    two_turn = [r for r in out if len(r["prompt"]) == 3]
+    assert 10 <= len(two_turn) <= 30
+    firsts = [r["prompt"][1]["content"] for r in two_turn]
+    # exactly what the model samples for those prompts with the same seed, batch by batch
+    import torch
+
+    torch.manual_seed(5)
+    prompts = [r["prompt"][:1] for r in two_turn]
+    expected = [t for s in range(0, len(prompts), 8)
+                for t in generate(model, tok, prompts[s:s + 8], max_completion_length=12, temperature=1.0).texts]
+    assert firsts == expected
+    assert all(r["completion"] == rows[i]["completion"] for i, r in enumerate(out))  # targets untouched
+    # the recipe path: sft with sampled attempts trains and refuses an unknown attempt kind in one line
+    from rlreason.config import RecipeError
+
+    run = train(sft_recipe(tiny_model_dir, tmp_path / "run", max_steps=4, correction_fraction=0.5,
+                           correction_attempts="sampled", correction_max_completion_length=16, max_train_samples=64,
+                           logging_steps=1))
+    assert losses(run)
+    with pytest.raises((RecipeError, ValueError), match="correction_attempts must be one of corrupted, sampled"):
+        sft_recipe(tiny_model_dir, tmp_path / "bad", correction_attempts="model")

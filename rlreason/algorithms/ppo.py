@@ -16,6 +16,7 @@ import torch
 from rlreason.algorithms.common import finish_run, load_rows, prepare_model_path, run_training, start_run
 from rlreason.config import RecipeError
 from rlreason.losses import masked_mean, value_loss, whiten
+from rlreason.models.parallel import unwrap_parallel
 from rlreason.models.value_head import (HEAD_NAME, attach_value_head, attach_value_model, capture_hidden,
                                         completion_values, critic_values, is_critic_parameter)
 from rlreason.rollout import completion_logprobs
@@ -35,7 +36,7 @@ class PPOTrainer(OnlineRLTrainer):
 
     def reference_logps(self, batch):
         """PPO always keeps the sampling policy's log-probs: they define the ratio and the KL-in-reward."""
-        model = self.accelerator.unwrap_model(self.model)
+        model = unwrap_parallel(self.model)
         ids, attention, C = batch["input_ids"], batch["attention_mask"], batch["completion_ids"].size(1)
         with capture_hidden(model) as box:
             old = self._logps(model, ids, attention, C, keep_hidden=box)

@@ -1,17 +1,22 @@
 """`sft`: supervised fine-tuning on worked solutions with TRL's SFTTrainer, loss on the completion only.
 
 `correction_fraction` turns that share of the rows into two-turn conversations (problem, a first attempt, the
-correction instruction -> the worked solution), so the model knows the turn SCoRe trains; the first attempt is
-the solution itself or, half the time, a copy with one digit changed. It teaches the format, not to spot errors.
+correction instruction -> the worked solution), so the model knows the turn SCoRe trains. The first attempt is
+`correction_attempts: corrupted` the solution itself or, half the time, a copy with one digit changed (teaches the
+format, not to spot errors), or `sampled` the start model's own attempt at `correction_temperature` (its real
+mistakes, right or wrong as they come: the self-correction warm start).
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from datasets import Dataset
+from tqdm.auto import tqdm
 from trl import SFTConfig
 
 from rlreason.algorithms.common import (
@@ -23,6 +28,9 @@ from rlreason.algorithms.common import (
 )
 
 
+CORRECTION_ATTEMPTS = ("corrupted", "sampled")
+
+
 @dataclass
 class SFTArgs(SFTConfig):
     """TRL's SFTConfig plus the two-turn correction data option."""
@@ -31,10 +39,19 @@ class SFTArgs(SFTConfig):
         "help": "share of training rows given as two-turn 'check and rewrite' conversations (0 to 1)"})
     correction_instruction: str | None = field(default=None, metadata={
         "help": "the second user turn (default: rlreason.rollout.SELF_CORRECTION_INSTRUCTION)"})
+    correction_attempts: str = field(default="corrupted", metadata={
+        "help": "first attempts of the two-turn rows: 'corrupted' (the solution, half the time with one digit "
+                "changed) or 'sampled' (the start model's own samples)"})
+    correction_temperature: float = field(default=1.0, metadata={"help": "sampling temperature of 'sampled' attempts"})
+    correction_max_completion_length: int = field(default=256, metadata={
+        "help": "token limit of a 'sampled' first attempt"})
 
     def __post_init__(self):
         if not 0.0 <= self.correction_fraction <= 1.0:
             raise ValueError(f"correction_fraction must be between 0 and 1, got {self.correction_fraction}")
+        if self.correction_attempts not in CORRECTION_ATTEMPTS:
+            raise ValueError(f"correction_attempts must be one of {', '.join(CORRECTION_ATTEMPTS)}, "
+                             f"got {self.correction_attempts!r}")
         super().__post_init__()
 
 
@@ -47,23 +64,48 @@ def change_one_digit(text: str, rng: random.Random) -> str:
     return text[:i] + rng.choice([d for d in "0123456789" if d != text[i]]) + text[i + 1:]
 
 
-def with_correction_turns(rows: Dataset, fraction: float, instruction: str, seed: int = 0) -> Dataset:
+def with_correction_turns(rows: Dataset, fraction: float, instruction: str, seed: int = 0,
+                          sample_attempts: Callable[[list], list[str]] | None = None) -> Dataset:
     """Prompt/completion rows where `fraction` of them (chosen by seed) become
-    [user: problem, assistant: first attempt, user: instruction] -> the worked solution."""
+    [user: problem, assistant: first attempt, user: instruction] -> the worked solution.
+
+    First attempts: `sample_attempts(prompts)` (one text per prompt) when given, else the solution or, half the
+    time (by seed), the solution with one digit changed."""
     if fraction <= 0:
         return rows
     rng = random.Random(seed)
-
-    def convert(row):
+    rows, chosen, attempts = list(rows), [], []
+    for i, row in enumerate(rows):
         if rng.random() >= fraction:
-            return row
-        solution = row["completion"][0]["content"]
-        first = solution if rng.random() < 0.5 else change_one_digit(solution, rng)
+            continue
+        chosen.append(i)
+        if sample_attempts is None:
+            solution = row["completion"][0]["content"]
+            attempts.append(solution if rng.random() < 0.5 else change_one_digit(solution, rng))
+    if sample_attempts is not None:
+        attempts = sample_attempts([rows[i]["prompt"] for i in chosen])
+    for i, first in zip(chosen, attempts):
+        row = rows[i]
         prompt = row["prompt"] if isinstance(row["prompt"], list) else [{"role": "user", "content": row["prompt"]}]
-        return {**row, "prompt": [*prompt, {"role": "assistant", "content": first},
-                                  {"role": "user", "content": instruction}]}
+        rows[i] = {**row, "prompt": [*prompt, {"role": "assistant", "content": first},
+                                     {"role": "user", "content": instruction}]}
+    return Dataset.from_list(rows)
 
-    return Dataset.from_list([convert(r) for r in rows])
+
+def attempt_sampler(model, tokenizer, temperature: float, max_completion_length: int, seed: int,
+                    batch_size: int = 128) -> Callable[[list], list[str]]:
+    """prompts -> one sampled completion each from `model` (seeded, in batches): the 'sampled' first attempts."""
+    from rlreason.rollout import generate
+
+    def sample(prompts: list) -> list[str]:
+        torch.manual_seed(seed)
+        texts: list[str] = []
+        for start in tqdm(range(0, len(prompts), batch_size), desc="first attempts", unit="batch"):
+            texts += generate(model, tokenizer, prompts[start:start + batch_size], max_completion_length=max_completion_length,
+                              temperature=temperature).texts
+        return texts
+
+    return sample
 
 
 def to_prompt_completion(rows: Dataset) -> Dataset:
@@ -93,8 +135,13 @@ def train(recipe) -> str:
     if targs.correction_fraction:
         from rlreason.rollout import SELF_CORRECTION_INSTRUCTION
 
+        sampler = None
+        if targs.correction_attempts == "sampled":
+            sampler = attempt_sampler(model, tokenizer, targs.correction_temperature,
+                                      targs.correction_max_completion_length, targs.seed)
         train_rows = with_correction_turns(train_rows, targs.correction_fraction,
-                                           targs.correction_instruction or SELF_CORRECTION_INSTRUCTION, targs.seed)
+                                           targs.correction_instruction or SELF_CORRECTION_INSTRUCTION, targs.seed,
+                                           sample_attempts=sampler)
     eval_rows = None
     if targs.eval_strategy != "no":  # eval_loss on the test split's worked solutions, every eval_steps
         eval_rows = to_prompt_completion(load_rows(args, args.dataset_test_split, args.max_eval_samples))
