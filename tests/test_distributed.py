@@ -1,4 +1,4 @@
-"""Two processes over gloo: SFT, GRPO and PPO under DDP, ZeRO-2 and ZeRO-3, launched with `accelerate launch`.
+"""Two processes over gloo: SFT, GRPO, PPO and SCoRe under DDP, ZeRO-2 and ZeRO-3, launched with `accelerate launch`.
 
 Each run's saved model must be the model the processes trained: it reloads with from_pretrained (peft
 for an adapter), its eval loss (SFT) or greedy answers (GRPO, PPO) match what the training process
@@ -173,3 +173,28 @@ def test_ppo_zero2_two_processes(tiny_model_dir, tmp_path):
     assert not unexpected and all("lm_head" in k for k in missing), (missing, unexpected)
     assert torch.equal(head.weight, saved["v_head.weight"])
     check_reload(out, recipe)
+
+
+def test_score_zero3_two_processes(tiny_model_dir, tmp_path):
+    """SCoRe under ZeRO-3: both stages train on gathered weights, and the before/after two-attempt evaluation
+    (every rank, weights gathered) is what the saved model gives in a single process."""
+    from rlreason.algorithms.common import load_rows
+    from rlreason.config import load_recipe
+    from rlreason.evaluation import evaluate_two_attempts
+    from rlreason.models.loading import load_policy
+
+    out = tmp_path / "run"
+    recipe = rl_recipe(tmp_path / "score.yaml", tiny_model_dir, out, "score", stage_one_steps=2,
+                       correction_instruction="Check it.")
+    launch("cpu-zero3.yaml", recipe)
+    stages = [m["score/stage"] for m in read_metrics(out / "metrics.jsonl") if "score/stage" in m]
+    assert stages == [1.0, 1.0, 2.0]
+    check_against_shards(out, "cpu-zero3.yaml", step=3)
+    reported = json.loads((out / "stage.json").read_text())
+    args = load_recipe(recipe).args
+    model, tok = load_policy(str(out))
+    again = evaluate_two_attempts(model, tok, load_rows(args, "test", args.max_eval_samples), reward=args.reward_funcs[0],
+                                  max_completion_length=args.eval_max_completion_length, instruction="Check it.",
+                                  progress=False)
+    for key, value in reported["after"].items():
+        assert again[key] == pytest.approx(value), (key, again[key], value)

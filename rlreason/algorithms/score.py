@@ -71,7 +71,7 @@ class ScoreTrainer(OnlineRLTrainer):
         sampling = dict(max_completion_length=args.max_completion_length, temperature=args.temperature,
                         top_p=args.top_p, top_k=args.top_k or 0, do_sample=True)
         start = time.perf_counter()
-        with _unwrap_for_generation(self.model, self.accelerator, args) as gen_model:
+        with _unwrap_for_generation(self.model_wrapped, self.accelerator, args) as gen_model:
             first = generate(gen_model, self.processing_class, prompts, num_generations=k, **sampling)
             second = generate_second_attempt(gen_model, self.processing_class, prompts, first.texts,
                                              instruction=args.correction_instruction or SELF_CORRECTION_INSTRUCTION,
@@ -101,6 +101,18 @@ class ScoreTrainer(OnlineRLTrainer):
         batch = {key: (None if v is None else v[order]) for key, v in batch.items()}
         return split_micro_batches(batch, len(micro_batches))
 
+    def evaluate_attempts(self, rows, **kwargs) -> dict | None:
+        """evaluate_two_attempts on the current weights: on rank 0, or under ZeRO-3 on every rank (the weights are
+        gathered for it, a collective step); None on the ranks that do not evaluate."""
+        from transformers.integrations import is_deepspeed_zero3_enabled
+
+        from rlreason.evaluation import evaluate_two_attempts
+
+        with _unwrap_for_generation(self.model_wrapped, self.accelerator) as model:
+            if is_deepspeed_zero3_enabled() or self.is_world_process_zero():
+                return evaluate_two_attempts(model, self.processing_class, rows, **kwargs)
+        return None
+
     def uses_reference(self) -> bool:
         return self.args.beta != 0.0 or self.args.beta_first != 0.0
 
@@ -128,7 +140,6 @@ class ScoreTrainer(OnlineRLTrainer):
 
 def train(recipe) -> str:
     """Stage I then stage II; writes stage.json with the two-attempt metrics before and after training."""
-    from rlreason.evaluation import evaluate_two_attempts
     from rlreason.models.loading import load_policy, lora_config
     from rlreason.tracking import MetricsJsonlCallback
 
@@ -138,18 +149,18 @@ def train(recipe) -> str:
     test_rows = load_rows(args, args.dataset_test_split, args.max_eval_samples)
     two = dict(reward=args.reward_funcs[0], max_completion_length=args.eval_max_completion_length,
                instruction=targs.correction_instruction)
-    before = evaluate_two_attempts(model, tokenizer, test_rows, **two) if args.eval_after_train else None
     trainer = ScoreTrainer(model, targs, load_rows(args, args.dataset_train_split, args.max_train_samples), tokenizer,
                            args.reward_funcs, args.reward_weights, peft_config=lora_config(args),
                            callbacks=[MetricsJsonlCallback(targs.output_dir)],
+                           eval_dataset=test_rows if targs.eval_strategy != "no" else None,  # greedy attempt-1 accuracy
                            eval_max_completion_length=args.eval_max_completion_length)
+    before = trainer.evaluate_attempts(test_rows, **two) if args.eval_after_train else None
     run_training(trainer, targs)
     trainer.save_model(targs.output_dir)
+    after = trainer.evaluate_attempts(test_rows, **two) if args.eval_after_train else None
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(targs.output_dir)
         if before is not None:
-            trainer.model.eval()
-            after = evaluate_two_attempts(trainer.model, tokenizer, test_rows, **two)
             keys = ("accuracy_t1", "accuracy_t2", "delta_t1_t2", "delta_i_to_c", "delta_c_to_i")
             dump_json({"before": {k: before[k] for k in keys}, "after": {k: after[k] for k in keys}},
                       Path(targs.output_dir) / "stage.json")
