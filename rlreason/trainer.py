@@ -17,7 +17,7 @@ from transformers import Trainer
 
 from rlreason.advantages import get_advantage
 from rlreason.losses import get_policy_loss
-from rlreason.models.parallel import unwrap_parallel
+from rlreason.models.parallel import model_for_evaluation, unwrap_parallel
 from rlreason.rollout import completion_logprobs, generate
 from rlreason.scoring import RewardScorer
 
@@ -194,11 +194,9 @@ class OnlineRLTrainer(Trainer):
 
         rows = eval_dataset if eval_dataset is not None else self.eval_dataset
         metrics = {}
-        if rows is not None:  # ZeRO-3: weights gathered, generation still collective, so every rank evaluates
-            from transformers.integrations import is_deepspeed_zero3_enabled
-
-            with _unwrap_for_generation(self.model_wrapped, self.accelerator) as model:
-                if is_deepspeed_zero3_enabled() or self.is_world_process_zero():
+        if rows is not None:
+            with model_for_evaluation(self) as model:
+                if model is not None:
                     result = evaluate_greedy(model, self.processing_class, rows, reward=self.scorer.names[0],
                                              max_completion_length=self.eval_max_completion_length, progress=False)
                     if self.is_world_process_zero():
@@ -278,14 +276,10 @@ def _prompt_text(row) -> str:
     return prompt if isinstance(prompt, str) else prompt[-1]["content"]
 
 
-def _unwrap_for_generation(model, accelerator, args=None):
-    """Gathers ZeRO-3 shards for generation (TRL's helper); a plain unwrap otherwise.
-
-    `model` is the DeepSpeed engine (trainer.model_wrapped), so that ZeRO-3's hooks are lifted while generating.
-    Without `args` the weights are always gathered (evaluation)."""
+def _unwrap_for_generation(model, accelerator, args):
+    """The rollout's model: ZeRO-3 shards gathered when `ds3_gather_for_generation` says so, a plain unwrap
+    otherwise. `model` is trainer.model_wrapped (the DeepSpeed engine), so ZeRO-3's hooks are lifted."""
     from rlreason.models.parallel import unwrap_for_generation
 
-    gather = True if args is None else args.ds3_gather_for_generation
-    kwargs = None if args is None else args.gradient_checkpointing_kwargs
-    return unwrap_for_generation(model, accelerator, gather_deepspeed3_params=gather,
-                                 gradient_checkpointing_kwargs=kwargs)
+    return unwrap_for_generation(model, accelerator, gather_deepspeed3_params=args.ds3_gather_for_generation,
+                                 gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs)

@@ -113,13 +113,10 @@ def run_training(trainer, targs) -> None:
 def finish_run(recipe, trainer, output_dir: Path) -> str:
     """After training: evaluate (rank 0 records it), close wandb with the one line saying where it is."""
     if recipe.args.eval_after_train:
-        from transformers.integrations import is_deepspeed_zero3_enabled
-        from trl.models import unwrap_model_for_generation
+        from rlreason.models.parallel import model_for_evaluation
 
-        # ZeRO-3: the weights are gathered, and generation stays collective, so every rank evaluates in step
-        everyone = is_deepspeed_zero3_enabled()
-        with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator) as model:
-            if everyone or trainer.is_world_process_zero():
+        with model_for_evaluation(trainer) as model:
+            if model is not None:
                 evaluate_after_train(recipe, model.eval(), trainer.processing_class,
                                      record=trainer.is_world_process_zero())
     run_dir = wandb_run_dir()

@@ -102,16 +102,12 @@ class ScoreTrainer(OnlineRLTrainer):
         return split_micro_batches(batch, len(micro_batches))
 
     def evaluate_attempts(self, rows, **kwargs) -> dict | None:
-        """evaluate_two_attempts on the current weights: on rank 0, or under ZeRO-3 on every rank (the weights are
-        gathered for it, a collective step); None on the ranks that do not evaluate."""
-        from transformers.integrations import is_deepspeed_zero3_enabled
-
+        """evaluate_two_attempts on the current weights (see model_for_evaluation); None on other ranks."""
         from rlreason.evaluation import evaluate_two_attempts
+        from rlreason.models.parallel import model_for_evaluation
 
-        with _unwrap_for_generation(self.model_wrapped, self.accelerator) as model:
-            if is_deepspeed_zero3_enabled() or self.is_world_process_zero():
-                return evaluate_two_attempts(model, self.processing_class, rows, **kwargs)
-        return None
+        with model_for_evaluation(self) as model:
+            return None if model is None else evaluate_two_attempts(model, self.processing_class, rows, **kwargs)
 
     def uses_reference(self) -> bool:
         return self.args.beta != 0.0 or self.args.beta_first != 0.0

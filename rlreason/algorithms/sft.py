@@ -101,8 +101,8 @@ def attempt_sampler(model, tokenizer, temperature: float, max_completion_length:
         torch.manual_seed(seed)
         texts: list[str] = []
         for start in tqdm(range(0, len(prompts), batch_size), desc="first attempts", unit="batch"):
-            texts += generate(model, tokenizer, prompts[start:start + batch_size], max_completion_length=max_completion_length,
-                              temperature=temperature).texts
+            texts += generate(model, tokenizer, prompts[start:start + batch_size],
+                              max_completion_length=max_completion_length, temperature=temperature).texts
         return texts
 
     return sample

@@ -65,3 +65,13 @@ def unwrap_for_generation(model, accelerator, gather_deepspeed3_params: bool = T
     finally:
         if checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)
+
+
+@contextmanager
+def model_for_evaluation(trainer):
+    """The trainer's model, weights gathered, on the ranks that evaluate: rank 0, or every rank under ZeRO-3
+    (gathering and generation are collective there, so all ranks evaluate in step); None on the other ranks."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    with unwrap_for_generation(trainer.model_wrapped, trainer.accelerator) as model:
+        yield model if is_deepspeed_zero3_enabled() or trainer.is_world_process_zero() else None
