@@ -1,0 +1,136 @@
+"""The candidate side: runs inside the sandbox after rewards/_wire.py's source (`python3 -I -S -c`, stdlib only).
+
+It holds no test, no expected value and nothing that decides the verdict: it loads the program, then answers the
+judge's requests over its inherited stdin/stdout pipes (fds 0 and 1 are then pointed at /dev/null, so the
+program's own prints go nowhere):
+  ("function", code, cap) -> ("ok", [callable top-level names]) | ("err", exception type name)
+      ("c", name, args, kwargs) -> ("v", value) | ("e", exception type name) | ("x",) not a built-in value
+  ("stdio", code, cap) -> ("ok", []) | ("err", name)
+      ("r", input bytes) -> ("o", exited cleanly, stdout bytes (up to cap + 1)): one forked run of the program
+A SystemExit or other BaseException out of a call ends this process, which the judge scores as a failure."""
+
+
+def _read_exact(fd, n):
+    chunks = []
+    while n:
+        chunk = _os.read(fd, min(n, 1 << 20))
+        if not chunk:
+            raise EOFError
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def _recv(fd):
+    size = int(_read_exact(fd, 8), 16)
+    if size > MAX_FRAME:
+        raise EOFError
+    return loads(_read_exact(fd, size))
+
+
+def _send(fd, value):
+    try:
+        data = dumps(value)
+    except BaseException:
+        data = dumps(("x",))
+    write_frame(_os.write, fd, data)
+
+
+def _builtin_name(error):
+    import builtins
+
+    for cls in type(error).__mro__:
+        if builtins.__dict__.get(cls.__name__) is cls:
+            return cls.__name__
+    return "Exception"
+
+
+def _serve_stdio(program, rfd, wfd, cap):
+    while True:
+        _, data = _recv(rfd)
+        source, sink = _os.memfd_create("stdin"), _os.memfd_create("stdout")
+        view = memoryview(data)
+        while view:
+            view = view[_os.write(source, view):]
+        _os.lseek(source, 0, 0)
+        pid = _os.fork()
+        if pid == 0:
+            status = 1
+            try:
+                _os.dup2(source, 0)
+                _os.dup2(sink, 1)
+                _os.close(rfd)
+                _os.close(wfd)
+                try:
+                    exec(program, {"__name__": "__main__", "__builtins__": __builtins__})
+                    status = 0
+                except SystemExit as error:
+                    status = 0 if error.code in (None, 0) else 1
+                _sys.stdout.flush()
+            finally:
+                _os._exit(status)
+        _, wait_status = _os.waitpid(pid, 0)
+        _os.lseek(sink, 0, 0)
+        output = _read_up_to(sink, cap + 1)
+        _os.close(source)
+        _os.close(sink)
+        _send(wfd, ("o", _os.WIFEXITED(wait_status) and _os.WEXITSTATUS(wait_status) == 0, output))
+
+
+def _read_up_to(fd, n):
+    chunks = []
+    while n > 0:
+        chunk = _os.read(fd, min(n, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def _serve_calls(namespace, rfd, wfd):
+    while True:
+        _, name, args, kwargs = _recv(rfd)
+        try:
+            result = namespace[name](*args, **kwargs)
+        except Exception as error:
+            _send(wfd, ("e", _builtin_name(error)))
+            continue
+        _send(wfd, ("v", result))
+
+
+def _main():
+    rfd, wfd = _os.dup(0), _os.dup(1)
+    null = _os.open("/dev/null", _os.O_RDWR)
+    for fd in (0, 1, 2):
+        _os.dup2(null, fd)
+    _os.close(null)
+    mode, code, cap = _recv(rfd)
+    try:
+        program = compile(code, "<candidate>", "exec")
+    except BaseException as error:
+        _send(wfd, ("err", _builtin_name(error)))
+        return
+    if mode == "stdio":
+        _send(wfd, ("ok", []))
+        _serve_stdio(program, rfd, wfd, cap)
+        return
+    namespace = {"__name__": "__candidate__", "__builtins__": __builtins__}
+    try:
+        exec(program, namespace)
+    except BaseException as error:
+        _send(wfd, ("err", _builtin_name(error)))
+        return
+    _send(wfd, ("ok", [k for k, v in list(namespace.items()) if type(k) is str and callable(v)]))
+    _serve_calls(namespace, rfd, wfd)
+
+
+import os as _os  # noqa: E402  (after the wire functions' source in the sandbox)
+import sys as _sys  # noqa: E402
+
+if __name__ == "__main__":
+    try:
+        _main()
+    except BaseException:
+        pass
+    _os._exit(0)
