@@ -6,7 +6,8 @@ HumanEval programs per second through the full code sandbox (target >= 40/s).
 Math: every MATH-500 `solution` against its `answer`, and the same solutions with the boxed answer changed to a
 different value (so both the accepting and the rejecting paths are timed, math-verify included), after the
 verifier pool has started. Code: prompt + canonical solution for all 164 HumanEval tasks through
-rewards.code.unit_tests (bubblewrap, own uid, rlimits, harness), with as many sandbox workers as cores.
+rewards.code.unit_tests (a judge process per worker, each program in a fresh bubblewrap sandbox as its own uid),
+with two judge workers per core (unit_tests' default).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from pathlib import Path
 
 
 def _cpu_seconds(pids: list[int]) -> float:
-    """CPU time used so far by this process, its reaped children, and the live processes `pids`."""
+    """CPU time used so far by this process, its reaped children, and the live processes `pids` (with the
+    children they reaped: a judge's sandboxes)."""
     own = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     total = own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
@@ -31,7 +33,7 @@ def _cpu_seconds(pids: list[int]) -> float:
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
+            total += sum(int(v) for v in fields[11:15]) / tick
         except (OSError, IndexError, ValueError):
             pass
     return total
@@ -98,14 +100,17 @@ def bench_math(data: Path, repeats: int) -> tuple[float, float]:
 
 def bench_code(data: Path, repeats: int, workers: int) -> tuple[float, float]:
     from rewards.code import unit_tests
+    from rewards.judge_pool import get_pool
     from rewards.sandbox import sandbox_layer
 
     with gzip.open(data / "humaneval" / "HumanEval.jsonl.gz", "rt") as f:
         rows = [json.loads(line) for line in f]
     programs = [row["prompt"] + row["canonical_solution"] for row in rows]
     tests, entries = [row["test"] for row in rows], [row["entry_point"] for row in rows]
-    print(f"code  sandbox layer: {sandbox_layer()}, {workers} workers")
-    count, seconds, cpu = 0, 0.0, -_cpu_seconds([])
+    print(f"code  sandbox layer: {sandbox_layer()}, {workers} judge workers")
+    unit_tests(None, programs[:workers], tests=tests[:workers], entry_point=entries[:workers], workers=workers)
+    judges = [judge.proc.pid for judge in get_pool(workers)._idle]  # started before timing
+    count, seconds, cpu = 0, 0.0, -_cpu_seconds(judges)
     for _ in range(repeats):
         start = time.perf_counter()
         scores = unit_tests(None, programs, tests=tests, entry_point=entries, workers=workers)
@@ -113,7 +118,7 @@ def bench_code(data: Path, repeats: int, workers: int) -> tuple[float, float]:
         count, seconds = count + len(rows), seconds + elapsed
         print(f"code  HumanEval canonical {len(rows)} programs in {elapsed:6.2f}s  {len(rows) / elapsed:8.1f}/s  "
               f"({int(sum(scores))}/{len(rows)} passed)")
-    cpu += _cpu_seconds([])
+    cpu += _cpu_seconds(judges)
     return count / seconds, count / cpu
 
 
@@ -130,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     load = os.getloadavg()[0]
     print(f"bench_rewards on {cores} cores (load average {load:.1f}; other work on the machine slows both numbers)")
     math_rate, math_per_cpu = bench_math(data, args.repeats)
-    code_rate, code_per_cpu = bench_code(data, args.repeats, workers=cores)
+    code_rate, code_per_cpu = bench_code(data, args.repeats, workers=2 * cores)
     print(f"CPU cost: math {1000 / math_per_cpu:.2f} ms/verification, code {1000 / code_per_cpu:.1f} ms/program "
           f"(all processes; on {cores} otherwise idle cores: about {cores * math_per_cpu:.0f} and "
           f"{cores * code_per_cpu:.0f} per second)")

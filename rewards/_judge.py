@@ -227,11 +227,17 @@ class Judge:
                                 preexec_fn=self._setters[limits], **user)
 
     def _stop(self, proc: subprocess.Popen) -> None:
+        """End the run: EOF on its input lets the runner exit (and its pid namespace with it); then SIGKILL to the
+        session, to every process of the uid, and the uid's files removed."""
         for stream in (proc.stdin, proc.stdout):
             try:
                 stream.close()
             except OSError:
                 pass
+        try:
+            proc.wait(timeout=0.05)
+        except subprocess.TimeoutExpired:
+            pass
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):

@@ -66,7 +66,8 @@ def test_job(tests, entry_point: str | None = None) -> dict | None:
 
 
 def _default_workers() -> int:
-    return int(os.environ.get("REWARDS_SANDBOX_WORKERS", "0")) or max(2, os.cpu_count() or 1)
+    """Two judges per core: each spends much of a run waiting on its sandbox starting and ending."""
+    return int(os.environ.get("REWARDS_SANDBOX_WORKERS", "0")) or 2 * len(os.sched_getaffinity(0))
 
 
 def judge(code: str, tests, entry_point: str | None = None, *, limits: Limits = Limits(), layer: str | None = None,
@@ -83,7 +84,7 @@ def judge(code: str, tests, entry_point: str | None = None, *, limits: Limits = 
 
 
 def unit_tests(prompts, completions, tests=None, entry_point=None, *, timeout: float = 5.0,
-               memory_bytes: int = 1 << 30, workers: int | None = None, tolerance: float | None = None,
+               memory_bytes: int = 512 << 20, workers: int | None = None, tolerance: float | None = None,
                **columns) -> list[float | None]:
     """1.0 when the completion's code passes every one of the row's tests, else 0.0; None for rows without tests
     and (with a warning) for blank ones. `tests`: HumanEval `check(candidate)` source (with `entry_point`), assert

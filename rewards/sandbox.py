@@ -38,7 +38,7 @@ LAYERS = ("bwrap", "unshare", "rlimits")
 UID_BASE = int(os.environ.get("REWARDS_SANDBOX_UID_BASE", "2000000"))
 UID_SLOTS = 1024
 SCRATCH_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
-JUDGE_MEMORY_BYTES = int(os.environ.get("REWARDS_JUDGE_MEMORY_BYTES", str(1 << 30)))
+JUDGE_MEMORY_BYTES = int(os.environ.get("REWARDS_JUDGE_MEMORY_BYTES", str(512 << 20)))
 
 
 class SandboxUnavailable(RuntimeError):
@@ -50,7 +50,7 @@ class Limits:
     """Resource limits for one candidate program (bytes, seconds, counts)."""
 
     timeout: float = 5.0  # wall clock for the whole program: start, loading, every call or test case
-    memory_bytes: int = 1 << 30  # address space per process
+    memory_bytes: int = 512 << 20  # address space per process
     file_bytes: int = 16 << 20  # largest file
     output_bytes: int = 4 << 20  # stdout of one stdin/stdout test case
     tmpfs_bytes: int = 64 << 20  # /tmp (bwrap layer)
