@@ -29,11 +29,25 @@ def test_print_in_the_candidate_does_not_hide_the_result():
     assert unit_tests(None, [code], tests=["assert f() == 1"]) == [1.0]
 
 
-def test_strict_off_allows_custom_objects():
+def test_custom_objects_never_reach_the_judge():
     code = "class P:\n    def __init__(self, v): self.v = v\n    def __eq__(self, o): return self.v == o.v\n" \
            "def f(): return P(1)\n"
-    assert unit_tests(None, [code], tests=["assert f() == P(1)"]) == [0.0]
-    assert unit_tests(None, [code], tests=["assert f() == P(1)"], strict=False) == [1.0]
+    assert unit_tests(None, [code], tests=["assert f() == P(1)"]) == [0.0]  # the price: no objects of its own
+
+
+def test_blank_tests_give_none_with_a_warning(caplog):
+    with caplog.at_level("WARNING", logger="rewards"):
+        scores = unit_tests(None, ["def f():\n    return 1\n"] * 5, tests=["\n", "# none", [], "x = 1", "  "])
+    assert scores == [None] * 5
+    assert "blank tests" in caplog.text
+
+
+def test_humaneval_helpers_and_tuples_round_trip():
+    code = "def poly(xs, x):\n    return sum(c * x ** i for i, c in enumerate(xs))\n" \
+           "def pair(a):\n    return (a, [a], {a: {a}}, a / 2)\n"
+    tests = "def check(candidate):\n    assert candidate(2) == (2, [2], {2: {2}}, 1.0)\n    assert poly([1, 1], 2) == 3\n"
+    assert unit_tests(None, [code], tests=[tests], entry_point=["pair"]) == [1.0]
+    assert unit_tests(None, [code.replace("(a, [a]", "[a, [a]")], tests=[tests], entry_point=["pair"]) == [0.0]
 
 
 def _humaneval(data_dir):
@@ -54,7 +68,7 @@ def test_humaneval_canonical_solutions_pass_and_return_none_fails(data_dir):
     scores = _score(rows, ["    return None\n"] * len(rows))
     passed = [row["task_id"] for row, s in zip(rows, scores) if s != 0.0]
     print("HumanEval tasks passed by `return None`:", passed)
-    assert len(rows) - len(passed) >= 160
+    assert passed == []
 
 
 @pytest.mark.parametrize("body", [
@@ -69,7 +83,7 @@ def test_humaneval_exit_and_always_equal_bodies_fail(data_dir, body):
 
 
 def _child_score(_):
-    from rewards.sandbox import owned_uids
+    from rewards.judge_pool import judge_uids as owned_uids
 
     score = unit_tests(None, ["import time\ndef f():\n    time.sleep(0.3)\n    return 1\n"], tests=["assert f() == 1"])
     return score, owned_uids()
@@ -80,7 +94,7 @@ def test_forked_processes_use_their_own_uids():
     import os
     from concurrent.futures import ProcessPoolExecutor
 
-    from rewards.sandbox import owned_uids
+    from rewards.judge_pool import judge_uids as owned_uids
 
     if os.geteuid() != 0:
         pytest.skip("dedicated uids need root")
@@ -91,3 +105,34 @@ def test_forked_processes_use_their_own_uids():
     assert [score for score, _ in results] == [[1.0], [1.0]]
     children = [set(uids) for _, uids in results]
     assert not (children[0] & mine) and not (children[1] & mine) and not (children[0] & children[1])
+
+
+# ---------------------------------------------------------------- stdin/stdout tests
+def _stdio_problems():
+    from pathlib import Path
+
+    return json.loads((Path(__file__).parent / "data" / "stdio_problems.json").read_text())
+
+
+def test_stdio_task_reference_solutions_pass_and_perturbed_ones_fail():
+    for problem in _stdio_problems():
+        programs = [problem["solution"]] + problem["perturbed"]
+        scores = unit_tests(None, programs, tests=[problem["tests"]] * len(programs), timeout=3.0,
+                            tolerance=problem.get("tolerance"))
+        assert scores == [1.0] + [0.0] * len(problem["perturbed"]), problem["id"]
+
+
+def test_stdio_output_comparison():
+    from rewards._judge import outputs_match
+
+    assert outputs_match("1  2\n\n3 \n", "1 2\n3")
+    assert not outputs_match("1 2 3", "1 2\n3") and not outputs_match("12", "1 2")
+    assert outputs_match("0.3333333", "0.33333333", 1e-6) and not outputs_match("0.3333333", "0.33333333")
+    assert not outputs_match("123456789100", "123456789012", 1e-3)  # integers compare exactly
+    assert not outputs_match("nan", "0.5", 1e-6) and not outputs_match("0.5", "0.6", 1e-6)
+
+
+def test_stdio_tests_as_a_json_string_and_an_inputs_outputs_dict():
+    code = "print(int(input()) + 1)\n"
+    cases = {"inputs": ["1\n", "41\n"], "outputs": ["2\n", "42\n"]}
+    assert unit_tests(None, [code, code], tests=[json.dumps(cases), cases]) == [1.0, 1.0]

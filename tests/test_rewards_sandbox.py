@@ -1,4 +1,5 @@
-"""Adversarial programs against the code sandbox: each returns within its limit + 1 s, scores 0, leaves nothing."""
+"""Adversarial programs against the judge and its sandbox: each returns within its limit + 1 s, scores 0, and
+leaves nothing behind (no process, file, listener or shm segment)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from rewards.code import run_tests, unit_tests
-from rewards.sandbox import Limits, owned_uids, sandbox_layer
+from rewards.code import judge, unit_tests
+from rewards.judge_pool import judge_uids as owned_uids
+from rewards.sandbox import SCRATCH_DIRS, Limits, sandbox_layer
 
 LIMIT = 2.0
 TMP = Path(tempfile.gettempdir())
@@ -33,14 +35,14 @@ def sandbox_processes() -> list[tuple[int, int]]:
 
 
 def tagged_processes() -> list[int]:
-    """Pids of any process (whatever its uid) started with this test process's harness tag."""
-    from rewards.sandbox import HARNESS_TAG
+    """Pids of any process (whatever its uid) started with the candidate runner's tag."""
+    from rewards._judge import TAG
 
     found = []
     for entry in os.scandir("/proc"):
         if entry.name.isdigit() and int(entry.name) != os.getpid():
             try:
-                if HARNESS_TAG.encode() in Path(entry.path, "cmdline").read_bytes():
+                if TAG.encode() in Path(entry.path, "cmdline").read_bytes():
                     found.append(int(entry.name))
             except OSError:
                 pass
@@ -63,6 +65,20 @@ def temp_dirs() -> set[str]:
     return {p.name for p in TMP.iterdir() if p.name.startswith("rewards-")}
 
 
+def files_of_sandbox_uids() -> list[str]:
+    """Entries under /tmp, /var/tmp, /dev/shm owned by a sandbox uid of this test process."""
+    uids, found = set(owned_uids()), []
+    for root in SCRATCH_DIRS:
+        for dirpath, dirnames, filenames in os.walk(root):
+            for name in dirnames + filenames:
+                try:
+                    if os.lstat(os.path.join(dirpath, name)).st_uid in uids:
+                        found.append(os.path.join(dirpath, name))
+                except OSError:
+                    pass
+    return found
+
+
 @pytest.fixture(autouse=True)
 def nothing_left_behind():
     if os.geteuid() != 0:
@@ -75,6 +91,7 @@ def nothing_left_behind():
     assert tagged_processes() == [], "a sandboxed process outlived its run"
     assert sandbox_listeners() == [], "a sandboxed listener outlived its run"
     assert temp_dirs() - before == set(), "a sandbox temp dir was left behind"
+    assert files_of_sandbox_uids() == [], "a sandboxed program left files behind"
 
 
 def attack(code: str, tests: str = "assert f()", limit: float = LIMIT) -> float:
@@ -92,6 +109,7 @@ def test_layer_is_bubblewrap_when_installed():
     if not shutil.which("bwrap"):
         pytest.skip("bubblewrap is not installed (scripts/install-system.sh installs it)")
     assert sandbox_layer() == "bwrap"
+    assert attack("def f():\n    return True\n") == 1.0
 
 
 def test_a_correct_program_passes_and_a_wrong_one_fails():
@@ -246,14 +264,17 @@ def test_double_forked_daemon():
 
 
 def test_hundred_megabytes_to_stdout():
-    assert attack("""
+    flood = """
         import sys
         def f():
             line = "x" * 1023 + "\\n"
             for _ in range(100 * 1024):
                 sys.stdout.write(line)
-            return True
-        """) == 0.0
+            return False
+        """
+    assert attack(flood) == 0.0  # function tests: the program's stdout goes nowhere, only return values count
+    stdio = "import sys\nline = 'x' * 1023 + '\\n'\nfor _ in range(100 * 1024):\n    sys.stdout.write(line)\n"
+    assert attack(stdio, [{"input": "", "output": "x" * 1023}]) == 0.0
 
 
 def test_forging_the_pass_marker():
@@ -330,13 +351,17 @@ def test_every_layer_runs_as_a_dedicated_uid_scores_and_cleans_up(layer):
 
     if layer == "bwrap" and not shutil.which("bwrap"):
         pytest.skip("bubblewrap is not installed")
-    uid_check = "import os\ndef f():\n    return os.getuid() != 0 and os.geteuid() != 0 and os.getgid() != 0\n"
-    ok, result = run_tests(uid_check, "assert f()", limits=Limits(timeout=10), layer=layer)
-    assert ok, result.output
-    ok, _ = run_tests("def f(x):\n    return x\n", "assert f(1) == 2", limits=Limits(timeout=10), layer=layer)
-    assert not ok
+    uid_check = ("import os\ndef f():\n    return (os.getuid() != 0 and os.geteuid() != 0 and os.getgid() != 0\n"
+                 "            and open('/proc/self/status').read().split('NoNewPrivs:')[1].split()[0] == '1')\n")
+    verdict = judge(uid_check, "assert f()", limits=Limits(timeout=10), layer=layer)
+    assert verdict["score"] == 1.0, verdict
+    assert judge("def f(x):\n    return x\n", "assert f(1) == 2", limits=Limits(timeout=10), layer=layer)["score"] == 0
+    litter = ("import os\nfor d in ('/tmp', '/var/tmp', '/dev/shm'):\n    try:\n        os.makedirs(d + '/litter/deep')\n"
+              "        open(d + '/litter.txt', 'w').write('x')\n    except OSError:\n        pass\n"
+              "def f():\n    return True\n")
+    assert judge(litter, "assert f() is False", limits=Limits(timeout=10), layer=layer)["score"] == 0.0
     start = time.monotonic()
     daemon = ("import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n        time.sleep(60)\n"
               "    os._exit(0)\nwhile True:\n    pass\n")
-    ok, result = run_tests(daemon, "assert True", limits=Limits(timeout=LIMIT), layer=layer)
-    assert not ok and result.timed_out and time.monotonic() - start <= LIMIT + 1.0
+    verdict = judge(daemon, "assert True", limits=Limits(timeout=LIMIT), layer=layer)
+    assert verdict["score"] == 0.0 and "time limit" in verdict["reason"] and time.monotonic() - start <= LIMIT + 1.0
