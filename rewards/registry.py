@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from ._common import logger
+from .sandbox import SandboxUnavailable
 
 REWARDS: dict[str, str] = {
     "rewards.math.accuracy": "rewards.math:accuracy",
@@ -125,6 +126,8 @@ def call_reward(fn: Callable, prompts, completions, columns: dict, *, name: str 
     except TimeoutError as error:
         logger.warning("reward %s %s on a batch of %d; those rows get None", name, error, n)
         return [_math.nan] * n, n
+    except SandboxUnavailable:
+        raise  # not a row's failure: the run cannot score code here at all
     except Exception as error:
         logger.warning("reward %s raised %s: %s; retrying row by row", name, type(error).__name__, error)
     scores, errors = [], 0

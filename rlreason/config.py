@@ -50,6 +50,8 @@ class RecipeArgs:
     # rewards (names as in TRL's GRPOConfig)
     reward_funcs: list[str] = field(default_factory=lambda: ["rewards.math.accuracy"])
     reward_weights: list[float] | None = None
+    # code rewards' sandbox: None = bubblewrap (required); "rlimits" or "unshare" opt in to a weaker layer
+    sandbox: str | None = None
     # evaluation after training: greedy accuracy on the test split, written to eval.json
     eval_after_train: bool = True
     eval_max_completion_length: int = 256
@@ -298,6 +300,12 @@ def _check_names(args: RecipeArgs) -> None:
         raise RecipeError(
             f"reward_weights has {len(args.reward_weights)} entries but reward_funcs has {len(args.reward_funcs)}"
         )
+    if args.sandbox is not None:
+        from rewards.sandbox import LAYERS
+
+        if args.sandbox not in LAYERS:
+            raise RecipeError(f"sandbox: {args.sandbox!r} is not a sandbox layer; use one of {', '.join(LAYERS)}")
+        os.environ["REWARDS_SANDBOX"] = args.sandbox  # read by rewards.sandbox in this and every launched process
     if args.algorithm != "sft":
         import rewards
 

@@ -77,3 +77,20 @@ def test_a_failing_reward_gives_none_for_its_rows_only_and_is_counted(caplog):
 def test_weights_must_match():
     with pytest.raises(ValueError, match="one weight per function"):
         score_batch(["rewards.math.accuracy"], [1.0, 2.0], None, ["x"], {"answer": ["1"]})
+
+
+def test_recipe_sandbox_key_opts_in_or_fails_in_one_line(tmp_path, monkeypatch):
+    import os
+
+    import yaml
+
+    from rlreason.config import RecipeError, load_recipe
+
+    monkeypatch.setenv("REWARDS_SANDBOX", "")  # restored after the test ("" = the default, bwrap)
+    doc = {"algorithm": "grpo", "tiny_model": {}, "task": "arithmetic", "reward_funcs": ["rewards.code.unit_tests"]}
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({**doc, "sandbox": "rlimits"}))
+    assert load_recipe(path).args.sandbox == "rlimits" and os.environ["REWARDS_SANDBOX"] == "rlimits"
+    path.write_text(yaml.safe_dump({**doc, "sandbox": "none"}))
+    with pytest.raises(RecipeError, match="sandbox: 'none' is not a sandbox layer; use one of bwrap, unshare, rlimits"):
+        load_recipe(path)

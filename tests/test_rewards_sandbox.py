@@ -365,3 +365,21 @@ def test_every_layer_runs_as_a_dedicated_uid_scores_and_cleans_up(layer):
               "    os._exit(0)\nwhile True:\n    pass\n")
     verdict = judge(daemon, "assert True", limits=Limits(timeout=LIMIT), layer=layer)
     assert verdict["score"] == 0.0 and "time limit" in verdict["reason"] and time.monotonic() - start <= LIMIT + 1.0
+
+
+def test_no_bubblewrap_needs_an_explicit_opt_in(monkeypatch):
+    import shutil
+
+    import rewards.sandbox as sandbox
+    from rewards.registry import score_batch
+
+    real_which = shutil.which
+    monkeypatch.setattr(sandbox, "_LAYER", None)
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name: None if name == "bwrap" else real_which(name))
+    monkeypatch.delenv("REWARDS_SANDBOX", raising=False)
+    with pytest.raises(sandbox.SandboxUnavailable, match="install bubblewrap .* `sandbox: rlimits`") as error:
+        score_batch(["rewards.code.unit_tests"], None, None, ["def f():\n    return 1\n"], {"tests": ["assert f()"]})
+    assert "\n" not in str(error.value)
+    monkeypatch.setenv("REWARDS_SANDBOX", "rlimits")
+    assert attack("import os\ndef f():\n    return os.getuid() != 0\n") == 1.0
+    assert sandbox.sandbox_layer() == "rlimits"
