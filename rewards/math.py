@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ._common import column, completion_text
-from .extract import extract_answer, normalize, numbers_equal, to_number
+from .extract import extract_answer, normalize, number_then_words, numbers_equal, to_number
 from .verify_pool import get_pool
 
 __all__ = ["accuracy", "answers_equal", "answers_equal_many", "compare_many", "extract_answer", "DEFAULT_TIMEOUT"]
@@ -19,6 +19,8 @@ def _fast(pred: str, gold: str) -> bool | None:
     a, b = to_number(pred), to_number(gold)
     if a is not None and b is not None:
         return numbers_equal(a, b)
+    if b is not None and number_then_words(pred):
+        return False  # "5 or six", "5 plus one": math-verify would read the leading 5
     if len(pred) > _MAX_SYMBOLIC_CHARS or len(gold) > _MAX_SYMBOLIC_CHARS:
         return False
     return None

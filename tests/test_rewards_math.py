@@ -156,3 +156,33 @@ def test_math500_solutions_verify_and_changed_answers_do_not(data_dir):
     false_hits = [(row["unique_id"], extract_answer(c), row["answer"]) for row, c, s in zip(rows, changed, wrong) if s]
     print(f"MATH-500 changed answers still accepted: {len(false_hits)}", *false_hits, sep="\n  ")
     assert wrong.count(0.0) >= 495
+
+
+# ---------------------------------------------------------------- near misses (issue 17)
+@pytest.mark.parametrize("completion, gold", [
+    (r"\boxed{123456789100}", "123456789012"),  # no relative tolerance between integers
+    (r"\boxed{5 or six}", "5"), (r"\boxed{5 plus one}", "5"), (r"\boxed{5 apples and 6 pears}", "5"),
+    (r"\boxed{5 thousand}", "5"), (r"\boxed{5 x}", "5"), (r"\boxed{5 \text{ or } 6}", "5"),
+    (r"\boxed{17.9999999999}", "18"),
+])
+def test_near_misses_score_zero(completion, gold):
+    assert accuracy(None, [completion], answer=[gold]) == [0.0]
+
+
+def test_units_are_still_dropped():
+    assert accuracy(None, [r"\boxed{5 apples}", r"\boxed{12 square feet}", r"\boxed{10\text{ inches}}"],
+                    answer=["5", "12", "10"]) == [1.0, 1.0, 1.0]
+    assert answers_equal("0.333333333333", "1/3") and answers_equal("18.00", "18")
+
+
+@pytest.mark.parametrize("text", [
+    "\\boxed{" * 8000,  # 56k characters of unclosed boxes
+    "<answer>" * 7000,
+    "#### " + ". " * 28000 + "x",
+    "\\boxed $" * 7000,
+    "The answer is " + " " * 56000,
+])
+def test_degenerate_completions_are_scored_in_linear_time(text):
+    start = time.monotonic()
+    assert accuracy(None, [text + " 4"], answer=["5"]) == [0.0]
+    assert time.monotonic() - start < 2.0
