@@ -102,27 +102,34 @@ def _call_with_timeout(fn: Callable, args: tuple, kwargs: dict, timeout: float |
     return box["value"]
 
 
-def _as_float(value) -> float:
-    if value is None:
-        return _math.nan
-    value = float(value)
-    return value
-
-
-def _checked(values, n: int) -> list[float]:
+def _checked(values, n: int) -> tuple[list[float], int]:
+    """The values as floats, NaN for None; NaN, inf and non-numbers also become NaN and are counted as errors."""
     if values is None or len(values) != n:
         raise ValueError(f"returned {None if values is None else len(values)} values for {n} completions")
-    return [_as_float(v) for v in values]
+    out, bad = [], 0
+    for value in values:
+        try:
+            number = _math.nan if value is None else float(value)
+        except (TypeError, ValueError):
+            number = _math.inf
+        if value is not None and not _math.isfinite(number):
+            bad, number = bad + 1, _math.nan
+        out.append(number)
+    return out, bad
 
 
 def call_reward(fn: Callable, prompts, completions, columns: dict, *, name: str | None = None,
                 timeout: float | None = None) -> tuple[list[float], int]:
     """Call one reward on a batch; returns (scores with NaN for None/failed rows, number of failed rows).
-    If the batch call raises, each row is retried alone so that one bad row does not void the rest."""
+    A row that is NaN or inf counts as failed. If the batch call raises, each row is retried alone so that one bad
+    row does not void the rest; past `timeout` seconds every row of the batch is None and counted."""
     n = len(completions)
     name = name or reward_name(fn)
     try:
-        return _checked(_call_with_timeout(fn, (prompts, completions), dict(columns), timeout), n), 0
+        scores, bad = _checked(_call_with_timeout(fn, (prompts, completions), dict(columns), timeout), n)
+        if bad:
+            logger.warning("reward %s returned NaN, inf or a non-number for %d row(s); they get None", name, bad)
+        return scores, bad
     except TimeoutError as error:
         logger.warning("reward %s %s on a batch of %d; those rows get None", name, error, n)
         return [_math.nan] * n, n
@@ -134,8 +141,10 @@ def call_reward(fn: Callable, prompts, completions, columns: dict, *, name: str 
     for i in range(n):
         row = {k: (v[i:i + 1] if isinstance(v, (list, tuple)) and len(v) == n else v) for k, v in columns.items()}
         try:
-            scores += _checked(_call_with_timeout(fn, (prompts[i:i + 1] if prompts is not None else None,
-                                                       completions[i:i + 1]), row, timeout), 1)
+            value, bad = _checked(_call_with_timeout(fn, (prompts[i:i + 1] if prompts is not None else None,
+                                                          completions[i:i + 1]), row, timeout), 1)
+            scores += value
+            errors += bad
         except Exception as error:
             errors += 1
             scores.append(_math.nan)
@@ -147,7 +156,8 @@ def call_reward(fn: Callable, prompts, completions, columns: dict, *, name: str 
 def score_batch(funcs, weights, prompts, completions, columns: dict | None = None, *, names=None,
                 timeout: float | None = None) -> BatchScores:
     """Every reward function on a batch, and the weighted sum over the functions that apply to each row
-    (NaN/None rows skipped, as TRL's nansum; 0.0 when none applies). Never raises on a reward's failure."""
+    (NaN/None rows skipped, as TRL's nansum; NaN when none applies, so the row is left out of its group's
+    statistics and gets advantage 0). Never raises on a reward's failure."""
     funcs = [get_reward(f) if isinstance(f, str) else f for f in funcs]
     weights = [1.0] * len(funcs) if weights is None else [float(w) for w in weights]
     if len(weights) != len(funcs):
@@ -155,13 +165,13 @@ def score_batch(funcs, weights, prompts, completions, columns: dict | None = Non
     names = list(names) if names is not None else [reward_name(f) for f in funcs]
     columns = dict(columns or {})
     per_function, errors = {}, {}
-    total = [0.0] * len(completions)
+    total = [_math.nan] * len(completions)
     for name, fn, weight in zip(names, funcs, weights):
         scores, failed = call_reward(fn, prompts, completions, columns, name=name, timeout=timeout)
         per_function[name], errors[name] = scores, failed
         for i, value in enumerate(scores):
             if not _math.isnan(value):
-                total[i] += weight * value
+                total[i] = weight * value + (0.0 if _math.isnan(total[i]) else total[i])
     return BatchScores(per_function, total, errors)
 
 

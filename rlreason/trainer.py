@@ -216,7 +216,7 @@ class OnlineRLTrainer(Trainer):
             valid = col[~torch.isnan(col)]
             m[f"rewards/{name}/mean"].append(valid.mean().item() if len(valid) else float("nan"))
             m[f"rewards/{name}/std"].append(valid.std().item() if len(valid) > 1 else 0.0)
-        m["reward"].append(self.accelerator.gather(rewards).mean().item())
+        m["reward"].append(torch.nanmean(self.accelerator.gather(rewards)).item())  # rows no reward scored: left out
         m["accuracy"].append(scores.accuracy)
         m["completions/mean_length"].append(gathered_len.mean().item())
         m["completions/max_length"].append(gathered_len.max().item())

@@ -46,9 +46,18 @@ def test_score_batch_weights_and_skips_none_like_nansum():
         return [1.0, None, float("nan")]
 
     result = score_batch([half, one], [2.0, 1.0], None, ["a", "b", "c"], {})
-    assert result.total == [2.0, 0.0, 1.0]
+    assert result.total[0] == 2.0 and math.isnan(result.total[1]) and result.total[2] == 1.0  # NaN: nothing applies
     assert result.per_function["half"][0] == 0.5 and math.isnan(result.per_function["one"][1])
-    assert result.errors == {"half": 0, "one": 0}
+    assert result.errors == {"half": 0, "one": 1}  # a NaN score is a failure, a None is "does not apply"
+
+
+def test_nan_inf_and_non_numbers_are_none_and_counted():
+    def odd(prompts, completions, **kw):
+        return [float("inf"), float("-inf"), "x", 1.0]
+
+    result = score_batch([odd], None, None, ["a", "b", "c", "d"], {})
+    assert [math.isnan(v) for v in result.per_function["odd"]] == [True, True, True, False]
+    assert result.errors == {"odd": 3}
 
 
 def test_a_failing_reward_gives_none_for_its_rows_only_and_is_counted(caplog):
@@ -94,3 +103,33 @@ def test_recipe_sandbox_key_opts_in_or_fails_in_one_line(tmp_path, monkeypatch):
     path.write_text(yaml.safe_dump({**doc, "sandbox": "none"}))
     with pytest.raises(RecipeError, match="sandbox: 'none' is not a sandbox layer; use one of bwrap, unshare, rlimits"):
         load_recipe(path)
+
+
+def test_rows_no_reward_scores_are_left_out_of_the_group_and_get_advantage_zero(tmp_path):
+    import torch
+
+    from rlreason.advantages import get_advantage
+    from rlreason.scoring import RewardScorer
+
+    (tmp_path / "odd_rewards.py").write_text(
+        "import time\n"
+        "def value(prompts, completions, **kw):\n"
+        "    if 'boom' in completions:\n        raise RuntimeError('boom')\n"
+        "    return [None if c in ('skip', 'slow') else float('nan') if c == 'nan' else float(len(c))"
+        " for c in completions]\n"
+        "def sleepy(prompts, completions, **kw):\n"
+        "    if 'slow' in completions:\n        time.sleep(3)\n"
+        "    return [None] * len(completions)\n")
+    names = [f"{tmp_path}/odd_rewards.py:value", f"{tmp_path}/odd_rewards.py:sleepy"]
+    scorer = RewardScorer(names, timeout=0.5)
+    rows = [{"prompt": "p", "answer": "1"}] * 8
+    completions = ["a", "bbb", "skip", "cc", "boom", "dddd", "nan", "slow"]  # two groups of 4
+    scores = scorer(rows, completions)
+    assert [i for i, v in enumerate(scores.total.tolist()) if v != v] == [2, 4, 6, 7]
+    assert scores.errors == 2 + 8  # boom and nan by `value`; `sleepy` ran past its budget on the batch
+    advantages, _ = get_advantage("grpo")(scores.total, 4)
+    assert advantages[2] == 0 and advantages[4] == 0 and advantages[6] == 0 and advantages[7] == 0
+    first = torch.tensor([1.0, 3.0, 2.0])
+    expected = (first - first.mean()) / (first.std() + 1e-4)
+    assert torch.allclose(advantages[[0, 1, 3]], expected)
+    assert advantages[5] == 0  # the only scored row of its group: nothing to compare it with
