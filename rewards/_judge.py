@@ -18,6 +18,7 @@ import ctypes
 import marshal
 import math
 import os
+import re
 import resource
 import select
 import shutil
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from decimal import Decimal
 from pathlib import Path
 
 from . import _wire
@@ -169,16 +171,19 @@ def run_function_tests(channel: Channel, names, code, defines_check: bool, entry
         check(_stand_in(channel, entry_point))
 
 
+_INTEGER = re.compile(r"[+-]?\d+")
+
+
 def _tokens_equal(got: str, want: str, tolerance: float | None) -> bool:
     if got == want:
         return True
     if tolerance is None:
         return False
-    try:
-        int(got), int(want)
-        return False  # integers compare exactly
-    except ValueError:
-        pass
+    if _INTEGER.fullmatch(want) or _INTEGER.fullmatch(got):  # integers compare exactly ("7.0" is 7, "7.0001" not)
+        try:
+            return Decimal(got) == Decimal(want)
+        except ArithmeticError:
+            return False
     try:
         a, b = float(got), float(want)
     except ValueError:

@@ -129,6 +129,7 @@ def test_stdio_output_comparison():
     assert not outputs_match("1 2 3", "1 2\n3") and not outputs_match("12", "1 2")
     assert outputs_match("0.3333333", "0.33333333", 1e-6) and not outputs_match("0.3333333", "0.33333333")
     assert not outputs_match("123456789100", "123456789012", 1e-3)  # integers compare exactly
+    assert not outputs_match("123456789100.0", "123456789012", 1e-3) and outputs_match("+7", "7", 1e-6) and outputs_match("7.0", "7", 1e-6)
     assert not outputs_match("nan", "0.5", 1e-6) and not outputs_match("0.5", "0.6", 1e-6)
 
 

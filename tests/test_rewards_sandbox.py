@@ -197,6 +197,19 @@ def test_write_and_delete_outside_its_directory(tmp_path):
     assert not (tmp_path / "new.txt").exists() and not planted.exists() and not Path("/usr/planted.txt").exists()
 
 
+def test_dev_is_read_only_with_only_the_nodes_python_needs():
+    code = """
+        import os
+        def f():
+            try:
+                open("/dev/planted", "w")
+                return "writable"
+            except OSError:
+                return sorted(os.listdir("/dev"))
+        """
+    assert attack(code, "assert f() == ['fd', 'null', 'random', 'shm', 'urandom', 'zero']") == 1.0
+
+
 def test_reading_etc_passwd():
     assert Path("/etc/passwd").read_text().startswith("root")
     assert attack("def f():\n    return open('/etc/passwd').read().startswith('root')\n") == 0.0
