@@ -369,8 +369,9 @@ def test_every_layer_runs_as_a_dedicated_uid_scores_and_cleans_up(layer):
     verdict = judge(uid_check, "assert f()", limits=Limits(timeout=10), layer=layer)
     assert verdict["score"] == 1.0, verdict
     assert judge("def f(x):\n    return x\n", "assert f(1) == 2", limits=Limits(timeout=10), layer=layer)["score"] == 0
-    litter = ("import os\nfor d in ('/tmp', '/var/tmp', '/dev/shm'):\n    try:\n        os.makedirs(d + '/litter/deep')\n"
-              "        open(d + '/litter.txt', 'w').write('x')\n    except OSError:\n        pass\n"
+    litter = ("import os\nfor d in ('/tmp', '/var/tmp', '/dev/shm'):\n    try:\n"
+              "        os.makedirs(d + '/litter/deep')\n        open(d + '/litter.txt', 'w').write('x')\n"
+              "    except OSError:\n        pass\n"
               "def f():\n    return True\n")
     assert judge(litter, "assert f() is False", limits=Limits(timeout=10), layer=layer)["score"] == 0.0
     start = time.monotonic()
