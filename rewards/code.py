@@ -95,7 +95,8 @@ def unit_tests(prompts, completions, tests=None, entry_point=None, *, timeout: f
     entries = column({"entry_point": entry_point}, "entry_point", n)
     limits = Limits(timeout=timeout, memory_bytes=memory_bytes)
     layer = sandbox_layer()  # raises, once, when no acceptable sandbox is here
-    workers = memory_plan(max(1, min(workers or _default_workers(), n or 1)), limits)
+    judges = memory_plan(workers or _default_workers(), limits)  # the pool's size, said once
+    workers = max(1, min(judges, n or 1))
     blank = []
 
     def score(i: int) -> float | None:
@@ -109,7 +110,7 @@ def unit_tests(prompts, completions, tests=None, entry_point=None, *, timeout: f
         if not code.strip() or len(code) > _MAX_CODE_CHARS:
             return 0.0
         job.update(code=code, limits=limits.as_dict(), layer=layer, tolerance=tolerance)
-        verdict = get_pool(workers).judge(job, timeout)
+        verdict = get_pool(judges).judge(job, timeout)
         if "error" in verdict:
             raise RuntimeError(verdict["error"])
         if verdict["score"] is None:
