@@ -3,9 +3,9 @@
 It holds no test, no expected value and nothing that decides the verdict: it loads the program, then answers the
 judge's requests over its inherited stdin/stdout pipes (fds 0 and 1 are then pointed at /dev/null, so the
 program's own prints go nowhere):
-  ("function", code, cap) -> ("ok", [callable top-level names]) | ("err", exception type name)
+  ("function", code, cap) -> ("ok", [callable top-level names], {name: module it imported}) | ("err", type name)
       ("c", name, args, kwargs) -> ("v", value) | ("e", exception type name) | ("x",) not a built-in value
-  ("stdio", code, cap) -> ("ok", []) | ("err", name)
+  ("stdio", code, cap) -> ("ok", [], {}) | ("err", name)
       ("r", input bytes) -> ("o", exited cleanly, stdout bytes (up to cap + 1)): one forked run of the program
 A SystemExit or other BaseException out of a call ends this process, which the judge scores as a failure."""
 
@@ -112,7 +112,7 @@ def _main():
         _send(wfd, ("err", _builtin_name(error)))
         return
     if mode == "stdio":
-        _send(wfd, ("ok", []))
+        _send(wfd, ("ok", [], {}))
         _serve_stdio(program, rfd, wfd, cap)
         return
     namespace = {"__name__": "__candidate__", "__builtins__": __builtins__}
@@ -121,7 +121,9 @@ def _main():
     except BaseException as error:
         _send(wfd, ("err", _builtin_name(error)))
         return
-    _send(wfd, ("ok", [k for k, v in list(namespace.items()) if type(k) is str and callable(v)]))
+    items = list(namespace.items())
+    modules = {k: v.__name__ for k, v in items if type(k) is str and type(v) is type(_sys) and type(v.__name__) is str}
+    _send(wfd, ("ok", [k for k, v in items if type(k) is str and callable(v)], modules))
     _serve_calls(namespace, rfd, wfd)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import builtins
 import ctypes
+import importlib
 import marshal
 import math
 import os
@@ -153,13 +154,35 @@ def compiled_tests(tests: str):
     return _COMPILED[tests]
 
 
-def run_function_tests(channel: Channel, names, code, defines_check: bool, entry_point: str | None) -> None:
-    """Run the tests against stand-ins of the program's functions; returns normally only when all pass."""
-    if type(names) is not list:
-        raise Failed("malformed reply")
+_NEVER_IMPORTED = frozenset({"antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo", "pydoc"})
+
+
+def _bindable(name) -> bool:
+    return type(name) is str and name.isidentifier() and not name.startswith("__") and name not in builtins.__dict__
+
+
+def _stdlib_module(name):
+    """The judge's own copy of a standard-library module the program imported (tests often use its `math`)."""
+    if type(name) is not str or name.split(".")[0] not in sys.stdlib_module_names or name.split(".")[0] in \
+            _NEVER_IMPORTED:
+        return None
+    try:
+        return importlib.import_module(name)
+    except Exception:
+        return None
+
+
+def run_function_tests(channel: Channel, names: list, modules: dict, code, defines_check: bool,
+                       entry_point: str | None) -> None:
+    """Run the tests against stand-ins of the program's functions (and the judge's own copies of the standard
+    modules it imported); returns normally only when all pass."""
     scope = {"__name__": "__tests__", "__builtins__": builtins}
+    for name, module_name in modules.items():
+        module = _stdlib_module(module_name) if _bindable(name) else None
+        if module is not None:
+            scope[name] = module
     for name in names:
-        if type(name) is str and name.isidentifier() and not name.startswith("__") and name not in builtins.__dict__:
+        if _bindable(name) and name not in scope:
             scope[name] = _stand_in(channel, name)
     exec(code, scope)
     if entry_point and defines_check:
@@ -277,12 +300,14 @@ class Judge:
             try:
                 channel.send((kind, job["code"], limits.output_bytes))
                 loaded = channel.recv()
-                if not (type(loaded) is tuple and len(loaded) == 2 and loaded[0] in ("ok", "err")):
+                if not (type(loaded) is tuple and loaded[:1] in (("ok",), ("err",))):
                     raise Failed("malformed reply")
                 if loaded[0] == "err":
-                    raise Failed(f"the program did not load ({str(loaded[1])[:100]})")
+                    raise Failed(f"the program did not load ({str(loaded[1:])[:100]})")
+                if len(loaded) != 3 or type(loaded[1]) is not list or type(loaded[2]) is not dict:
+                    raise Failed("malformed reply")
                 if kind == "function":
-                    run_function_tests(channel, loaded[1], compiled[0], compiled[1], job.get("entry_point"))
+                    run_function_tests(channel, loaded[1], loaded[2], compiled[0], compiled[1], job.get("entry_point"))
                 else:
                     run_stdio_tests(channel, job["cases"], job.get("tolerance"), limits.output_bytes)
             finally:

@@ -139,3 +139,11 @@ def test_stdio_tests_as_a_json_string_and_an_inputs_outputs_dict():
     code = "print(int(input()) + 1)\n"
     cases = {"inputs": ["1\n", "41\n"], "outputs": ["2\n", "42\n"]}
     assert unit_tests(None, [code, code], tests=[json.dumps(cases), cases]) == [1.0, 1.0]
+
+
+def test_assert_lines_may_use_the_standard_modules_the_program_imported():
+    code = "import math\nimport collections as co\ndef area(r):\n    return math.pi * r * r\n"
+    tests = ["assert math.isclose(area(1), 3.141592653589793)", "assert co.Counter('aab')['a'] == 2"]
+    assert unit_tests(None, [code, code.replace("math.pi", "3.14")], tests=[tests] * 2) == [1.0, 0.0]
+    patched = "import math\nmath.isclose = lambda *a, **k: True\n" + code.replace("math.pi", "3.14")
+    assert unit_tests(None, [patched], tests=[tests]) == [0.0]  # the judge's math, not the program's
