@@ -45,7 +45,11 @@ class Failed(BaseException):
 
 
 class _CandidateError(Exception):
-    """Stands for an exception the program raised whose type is not a built-in one."""
+    """Stands for an exception the program raised whose type is not a built-in one (or would steer the test's
+    control flow: a StopIteration out of a call inside `map` would end the test's loop early)."""
+
+
+_CONTROL_FLOW = (StopIteration, StopAsyncIteration)
 
 
 def _deadline_hit(signum, frame):
@@ -114,7 +118,7 @@ class Channel:
             return reply[1]
         if type(reply) is tuple and len(reply) == 2 and reply[0] == "e" and type(reply[1]) is str:
             cls = builtins.__dict__.get(reply[1][:100])
-            if isinstance(cls, type) and issubclass(cls, Exception):
+            if isinstance(cls, type) and issubclass(cls, Exception) and not issubclass(cls, _CONTROL_FLOW):
                 raise cls(f"raised by the program's {name}()")
             raise _CandidateError(f"the program's {name}() raised {reply[1][:100]}")
         if reply == ("x",):
@@ -178,7 +182,8 @@ def run_function_tests(channel: Channel, names: list, modules: dict, code, defin
     modules it imported); returns normally only when all pass."""
     scope = {"__name__": "__tests__", "__builtins__": builtins}
     for name, module_name in modules.items():
-        module = _stdlib_module(module_name) if _bindable(name) else None
+        plain_import = type(module_name) is str and name in (module_name, module_name.rsplit(".", 1)[-1])
+        module = _stdlib_module(module_name) if _bindable(name) and plain_import else None
         if module is not None:
             scope[name] = module
     for name in names:

@@ -142,8 +142,10 @@ def test_stdio_tests_as_a_json_string_and_an_inputs_outputs_dict():
 
 
 def test_assert_lines_may_use_the_standard_modules_the_program_imported():
-    code = "import math\nimport collections as co\ndef area(r):\n    return math.pi * r * r\n"
-    tests = ["assert math.isclose(area(1), 3.141592653589793)", "assert co.Counter('aab')['a'] == 2"]
+    code = "import math\nimport collections\ndef area(r):\n    return math.pi * r * r\n"
+    tests = ["assert math.isclose(area(1), 3.141592653589793)", "assert collections.Counter('aab')['a'] == 2"]
     assert unit_tests(None, [code, code.replace("math.pi", "3.14")], tests=[tests] * 2) == [1.0, 0.0]
     patched = "import math\nmath.isclose = lambda *a, **k: True\n" + code.replace("math.pi", "3.14")
     assert unit_tests(None, [patched], tests=[tests]) == [0.0]  # the judge's math, not the program's
+    renamed = "import cmath as math\nimport collections\ndef area(r):\n    return 3.141592653589793 * r * r\n"
+    assert unit_tests(None, [renamed], tests=[tests]) == [0.0]  # a renamed import is not bound

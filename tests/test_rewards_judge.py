@@ -320,6 +320,14 @@ Weird.__module__ = "builtins"
     assert add_attack("raise KeyboardInterrupt") == 0.0
 
 
+def test_stop_iteration_does_not_end_a_tests_loop_early():
+    from rewards.code import unit_tests
+
+    tests = "def check(candidate):\n    for got in map(candidate, [1, 2, 3]):\n        assert got == 0\n"
+    assert unit_tests(None, ["def f(x):\n    return 0\n"], tests=[tests], entry_point=["f"]) == [1.0]
+    assert unit_tests(None, ["def f(x):\n    raise StopIteration\n"], tests=[tests], entry_point=["f"]) == [0.0]
+
+
 def test_tests_expecting_an_exception_still_work():
     from rewards.code import unit_tests
 
