@@ -32,7 +32,8 @@ from decimal import Decimal
 from pathlib import Path
 
 from . import _wire
-from .sandbox import JUDGE_MEMORY_BYTES, Limits, command, kill_uid, limits_setter, remove_files_of, take_uid
+from .sandbox import (JUDGE_MEMORY_BYTES, Limits, command, kill_uid, limits_setter, remove_files_of, remove_ipc_of,
+                      take_uid)
 
 TAG = "# rewards-sandbox-candidate"  # in the candidate's argv: tests find leftovers by it
 PROGRAM = "\n".join([TAG, (Path(__file__).parent / "_wire.py").read_text(),
@@ -279,6 +280,7 @@ class Judge:
         if self.uid:
             kill_uid(self.uid[0])
             remove_files_of(self.uid[0])
+            remove_ipc_of(self.uid[0])
 
     def run(self, job: dict) -> dict:
         limits = Limits(**job["limits"])

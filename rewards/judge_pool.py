@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from ._wire import write_frame
-from .sandbox import SandboxUnavailable, kill_uid, remove_files_of
+from .sandbox import SandboxUnavailable, kill_uid, remove_files_of, remove_ipc_of
 
 _PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 _START_TIMEOUT = 60.0
@@ -69,6 +69,7 @@ class JudgeProcess:
         if getattr(self, "uid", None) is not None:
             kill_uid(self.uid)
             remove_files_of(self.uid)
+            remove_ipc_of(self.uid)
 
 
 class JudgePool:

@@ -239,6 +239,36 @@ def kill_uid(uid: int, *, rounds: int = 250) -> None:
         time.sleep(0.004)
 
 
+_IPC = {"shm": (7, "shmctl"), "sem": (4, "semctl"), "msg": (7, "msgctl")}  # /proc/sysvipc table: uid column
+
+
+def ipc_objects_of(uid: int) -> list[tuple[str, int]]:
+    """(kind, id) of the System V shared memory segments, semaphore sets and message queues `uid` owns."""
+    found = []
+    for kind, (uid_column, _) in _IPC.items():
+        try:
+            lines = Path(f"/proc/sysvipc/{kind}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > uid_column and fields[uid_column] == str(uid):
+                found.append((kind, int(fields[1])))
+    return found
+
+
+def remove_ipc_of(uid: int) -> None:
+    """Remove the System V IPC objects of `uid` (IPC_RMID); outside an ipc namespace they outlive the program."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for kind, ident in ipc_objects_of(uid):
+        if kind == "sem":
+            libc.semctl(ident, 0, 0)
+        else:
+            getattr(libc, _IPC[kind][1])(ident, 0, None)
+
+
 def remove_files_of(uid: int, roots=SCRATCH_DIRS) -> int:
     """Delete everything owned by `uid` under the scratch dirs (not following links; descending only into other
     owners' world-writable dirs, where the uid could have put something). Returns how many entries went."""

@@ -14,7 +14,7 @@ import pytest
 
 from rewards.code import judge, unit_tests
 from rewards.judge_pool import judge_uids as owned_uids
-from rewards.sandbox import SCRATCH_DIRS, Limits, sandbox_layer
+from rewards.sandbox import SCRATCH_DIRS, Limits, ipc_objects_of, sandbox_layer
 
 LIMIT = 2.0
 TMP = Path(tempfile.gettempdir())
@@ -92,6 +92,7 @@ def nothing_left_behind():
     assert sandbox_listeners() == [], "a sandboxed listener outlived its run"
     assert temp_dirs() - before == set(), "a sandbox temp dir was left behind"
     assert files_of_sandbox_uids() == [], "a sandboxed program left files behind"
+    assert [o for uid in owned_uids() for o in ipc_objects_of(uid)] == [], "a System V IPC object outlived its run"
 
 
 def attack(code: str, tests: str = "assert f()", limit: float = LIMIT) -> float:
@@ -369,7 +370,9 @@ def test_every_layer_runs_as_a_dedicated_uid_scores_and_cleans_up(layer):
     verdict = judge(uid_check, "assert f()", limits=Limits(timeout=10), layer=layer)
     assert verdict["score"] == 1.0, verdict
     assert judge("def f(x):\n    return x\n", "assert f(1) == 2", limits=Limits(timeout=10), layer=layer)["score"] == 0
-    litter = ("import os\nfor d in ('/tmp', '/var/tmp', '/dev/shm'):\n    try:\n"
+    litter = ("import ctypes\nlibc = ctypes.CDLL(None)\nfor kind in range(3):\n"
+              "    libc.shmget(0, 1 << 20, 0o1600), libc.semget(0, 1, 0o1600), libc.msgget(0, 0o1600)\n"
+              "import os\nfor d in ('/tmp', '/var/tmp', '/dev/shm'):\n    try:\n"
               "        os.makedirs(d + '/litter/deep')\n        open(d + '/litter.txt', 'w').write('x')\n"
               "    except OSError:\n        pass\n"
               "def f():\n    return True\n")
