@@ -81,6 +81,7 @@ class JudgePool:
         self._count = 0
         self._uids: set[int] = set()
         self._cond = threading.Condition()
+        self._pid = os.getpid()
 
     def grow(self, size: int) -> None:
         with self._cond:
@@ -129,6 +130,8 @@ class JudgePool:
         return result if result is not None else {"score": 0.0, "reason": "the judge ran out of time"}
 
     def close(self) -> None:
+        if os.getpid() != self._pid:
+            return  # a forked child exiting: these judges are its parent's
         with self._cond:
             idle, self._idle = self._idle, []
             self._count -= len(idle)
