@@ -149,3 +149,17 @@ def test_assert_lines_may_use_the_standard_modules_the_program_imported():
     assert unit_tests(None, [patched], tests=[tests]) == [0.0]  # the judge's math, not the program's
     renamed = "import cmath as math\nimport collections\ndef area(r):\n    return 3.141592653589793 * r * r\n"
     assert unit_tests(None, [renamed], tests=[tests]) == [0.0]  # a renamed import is not bound
+
+
+def test_a_forked_child_exiting_leaves_the_parents_judges_alone():
+    import os
+
+    assert unit_tests(None, ["def f():\n    return 1\n"] * 2, tests=["assert f() == 1"] * 2) == [1.0, 1.0]
+    pid = os.fork()
+    if pid == 0:
+        import atexit
+
+        atexit._run_exitfuncs()  # what a plain sys.exit in the child would run
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert unit_tests(None, ["def f():\n    return 1\n"] * 2, tests=["assert f() == 1"] * 2) == [1.0, 1.0]
