@@ -2,6 +2,7 @@
 
 Runs with math-verify's own signal timeouts off; the parent enforces a real per-call timeout by killing it."""
 
+import functools
 import json
 import os
 import resource
@@ -25,8 +26,10 @@ def _exact_numbers_differ(a, b) -> bool:
     return abs(va - vb) > 1e-9 * max(1.0, abs(vb))
 
 
+@functools.lru_cache(maxsize=4096)
 def _parse(answer: str) -> list:
-    """math-verify's parse of a final answer; a plain number is built directly (the LaTeX parser is the slow part)."""
+    """math-verify's parse of a final answer; a plain number is built directly (the LaTeX parser is the slow part).
+    Cached: a group's k completions share one gold answer."""
     from math_verify import parse
 
     number = None if "." in answer else to_number(answer)  # decimals keep math-verify's rounding tolerance
