@@ -9,6 +9,7 @@ import os
 import sys
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -290,7 +291,9 @@ def build_recipe(raw: dict) -> Recipe:
     validation.check_values(algorithm, args, targs_cls, targs_kw, rl=algorithm in RL_ALGORITHMS)
     validation.check_resume(targs_kw.get("resume_from_checkpoint"), targs_kw["output_dir"])
     try:
-        training_args = targs_cls(**targs_kw)
+        with warnings.catch_warnings():  # the libraries' own deprecations of their defaults: not the user's to fix
+            warnings.simplefilter("ignore", FutureWarning)
+            training_args = targs_cls(**targs_kw)
     except (ValueError, TypeError, ArithmeticError) as e:
         raise RecipeError(f"invalid training arguments: {str(e).splitlines()[0]}") from None
     return Recipe(args=args, training_args=training_args, raw=raw)
