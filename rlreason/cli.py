@@ -22,14 +22,14 @@ def train(argv: list[str]) -> str:
             raise SystemExit(0)
         print(USAGE)
         raise SystemExit(0 if argv else 2)
+    from rlreason.stop_flag import install
+
+    install()  # from here on a SIGTERM/SIGUSR1 is recorded, and acted on at the next step end
     try:
         path, overrides = recipe_and_overrides(argv)
         recipe = load_recipe(path, overrides)
     except RecipeError as e:
         fail(str(e))
-    from rlreason.preemption import install_handlers
-
-    install_handlers()  # from here on a SIGTERM/SIGUSR1 is recorded, and acted on at the next step end
     from rlreason.algorithms import ALGORITHMS
 
     _, train_fn = ALGORITHMS[recipe.args.algorithm]

@@ -5,26 +5,11 @@ step end the ranks agree: if any rank was signalled, every rank saves after that
 
 from __future__ import annotations
 
-import signal
-
 from transformers import TrainerCallback
 
+from rlreason.stop_flag import SIGNALS, install as install_handlers, received as _received  # noqa: F401
+
 EXIT_CODE = 143  # what a process killed by SIGTERM reports; Slurm and shells read it as "terminated"
-SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
-_received: list[int] = []  # signals recorded since install_handlers
-
-
-def _handle(signum, frame):
-    _received.append(signum)
-
-
-def install_handlers(signals=SIGNALS) -> None:
-    """Record SIGTERM/SIGUSR1 instead of dying; SaveOnSignal acts on them at the next step end."""
-    for sig in signals:
-        try:
-            signal.signal(sig, _handle)
-        except ValueError:  # not the main thread: leave the default behaviour
-            pass
 
 
 def any_rank(flag: bool, device=None) -> bool:
