@@ -84,7 +84,8 @@ def prepare(recipe) -> None:
 
     Another recipe's run (overwrite_output_dir): moved aside to <output_dir>.old-<time>. Same recipe, resuming:
     partial checkpoints newer than the newest complete one are removed and metrics.jsonl loses the rows logged
-    after its step. Same recipe, not resuming: its checkpoints and metrics.jsonl go (the run starts again).
+    after its step. Same recipe, not resuming: its checkpoints and metrics.jsonl go (the run starts again; not
+    for STaR, whose rerun continues at the first unfinished round).
     Then run.json is (re)written."""
     targs = recipe.training_args
     out = Path(targs.output_dir)
@@ -107,7 +108,7 @@ def prepare(recipe) -> None:
             dropped = truncate_metrics(out / "metrics.jsonl", step)
             if dropped:
                 _say(f"resuming at step {step}: dropped {dropped} metrics.jsonl row(s) logged after it")
-        elif _holds_a_run(out):
+        elif _holds_a_run(out) and recipe.args.algorithm != "star":  # a STaR rerun resumes at its next round
             old = checkpoints(out)
             for path in old:
                 shutil.rmtree(path, ignore_errors=True)
