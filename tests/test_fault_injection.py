@@ -61,21 +61,21 @@ def partial_checkpoint(out: Path) -> bool:
 
 
 def wait_then_kill(proc, out: Path, rng: random.Random, during_save: bool, timeout: float = 240) -> str:
-    """SIGKILL the run once it trained past where it started: at a save in progress, or after a random delay."""
-    start_steps = len(loss_rows(out))
-    deadline = time.time() + timeout
+    """SIGKILL the run after it logged 1 or 2 new steps: at the next save in progress, or a moment later."""
+    started, target = time.time(), rng.randint(1, 2)
+    deadline = started + timeout
     while time.time() < deadline and proc.poll() is None:
-        if len(loss_rows(out)) > start_steps:
+        if sum(m["time"] >= started for m in loss_rows(out)) >= target:
             break
-        time.sleep(0.05)
+        time.sleep(0.02)
     if proc.poll() is not None:
         return f"finished before the kill (exit {proc.returncode})"
     if during_save:
         while time.time() < deadline and proc.poll() is None and not partial_checkpoint(out):
-            time.sleep(0.005)
+            time.sleep(0.002)
         what = "during a save" if partial_checkpoint(out) else "after the run ended"
     else:
-        time.sleep(rng.uniform(0.0, 2.5))
+        time.sleep(rng.uniform(0.0, 0.3))
         what = "at a random moment"
     kill_all(proc)
     return what
@@ -113,7 +113,8 @@ def survive_kills(tmp_path, recipe: Path, procs: int, max_steps: int, name: str)
     assert steps == list(range(1, max_steps + 1)), (steps, notes)  # each step exactly once, to the last
     state = json.loads((out / f"checkpoint-{max_steps}" / "trainer_state.json").read_text())
     assert state["global_step"] == max_steps
-    assert sum("during a save" in n for n in notes) >= 2, notes  # some kills landed inside a save
+    assert sum("during a save" in n for n in notes) >= KILLS // 4, notes  # kills landed inside saves
+    assert not any("finished" in n for n in notes), notes  # every kill cut a run short
     return out, notes
 
 
@@ -123,7 +124,7 @@ def write(path: Path, raw: dict) -> Path:
 
 
 def test_sft_zero2_two_processes_survives_sigkill(tiny_model_dir, tmp_path):
-    max_steps = 24
+    max_steps = 30
     raw = {"algorithm": "sft", "model_name_or_path": tiny_model_dir, "task": "arithmetic", "task_options": ARITH,
            "per_device_train_batch_size": 8, "max_length": 48, "max_steps": max_steps, "save_steps": 2,
            "logging_steps": 1, "learning_rate": 1e-3, "warmup_steps": 0, "report_to": "none",
@@ -142,7 +143,7 @@ def test_sft_zero2_two_processes_survives_sigkill(tiny_model_dir, tmp_path):
 
 
 def test_grpo_survives_sigkill(tiny_model_dir, tmp_path):
-    max_steps = 16
+    max_steps = 24
     raw = {"algorithm": "grpo", "model_name_or_path": tiny_model_dir, "task": "arithmetic", "task_options": ARITH,
            "reward_funcs": ["rewards.math.accuracy"], "num_generations": 4, "per_device_train_batch_size": 8,
            "max_completion_length": 8, "num_iterations": 2, "max_train_samples": 8, "beta": 0.04,
@@ -157,7 +158,7 @@ def test_grpo_survives_sigkill(tiny_model_dir, tmp_path):
     survive_kills(tmp_path, recipe, procs=1, max_steps=max_steps, name="grpo")
     expected, got = last_record_per_step(tmp_path / "ref.ids"), last_record_per_step(tmp_path / "grpo.ids")
     assert sorted(expected) == sorted(got) == [(s, 0) for s in range(1, max_steps + 1)]
-    assert got == expected  # the same prompts at every step: 2 epochs of 4 rollouts, each used twice, restarts
+    assert got == expected  # the same prompts at every step: 3 epochs of 4 rollouts, each used twice, restarts
 
 
 def rank_pid(marker: str, rank: int, timeout: float = 120) -> int | None:
