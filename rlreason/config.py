@@ -296,6 +296,7 @@ def build_recipe(raw: dict) -> Recipe:
             training_args = targs_cls(**targs_kw)
     except (ValueError, TypeError, ArithmeticError) as e:
         raise RecipeError(f"invalid training arguments: {str(e).splitlines()[0]}") from None
+    validation.check_built(algorithm, args, training_args)
     return Recipe(args=args, training_args=training_args, raw=raw)
 
 

@@ -226,11 +226,6 @@ def _check_rl(algorithm: str, args, t: dict) -> None:
         if spg is not None and spg % ga:
             raise RecipeError(f"steps_per_generation: {spg} must be a multiple of gradient_accumulation_steps "
                               f"({ga}): one rollout serves whole optimizer steps")
-        if t.get("generation_batch_size") is not None and spg is None:
-            gbs = t["generation_batch_size"]
-            if gbs % (bs * ga):
-                raise RecipeError(f"generation_batch_size: {gbs} must be a multiple of per_device_train_batch_size "
-                                  f"x gradient_accumulation_steps ({bs * ga}) on the native engine")
     scale = t.get("scale_rewards")
     if not isinstance(scale, bool) and scale not in SCALE_REWARDS:
         raise RecipeError(f"scale_rewards: '{scale}' is not one of {', '.join(SCALE_REWARDS)}")
@@ -241,6 +236,16 @@ def _check_rl(algorithm: str, args, t: dict) -> None:
         for w in args.reward_weights:
             if not math.isfinite(w):
                 raise RecipeError(f"reward_weights: {w} is not a finite number")
+
+
+def check_built(algorithm: str, args, targs) -> None:
+    """What only the built training arguments know: TRL derives steps_per_generation from generation_batch_size."""
+    if algorithm in ("grpo", "ppo", "score") and args.backend == "rlreason":
+        spg, ga = targs.steps_per_generation, targs.gradient_accumulation_steps
+        if spg and spg % ga:
+            raise RecipeError(f"generation_batch_size: {targs.generation_batch_size} gives steps_per_generation "
+                              f"{spg}, not a multiple of gradient_accumulation_steps ({ga}): one rollout serves "
+                              f"whole optimizer steps")
 
 
 def _check_task_options(args) -> None:
