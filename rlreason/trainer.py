@@ -99,6 +99,8 @@ class OnlineRLTrainer(Trainer):
         from rlreason.data_order import rollout_layout
 
         layout = rollout_layout(self.args, self.accelerator.num_processes)
+        if 0 < self.state.max_steps <= self.state.global_step:  # resumed at the end: no rollout for a step past it
+            return [], None
         batches = []
         for _ in range(num_batches):  # every step consumes its batches, so epochs and resume skips stay exact
             try:

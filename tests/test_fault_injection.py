@@ -37,18 +37,39 @@ def command(recipe: Path, procs: int, *overrides: str) -> list[str]:
 
 
 def start(cmd: list[str], log: Path, **env) -> subprocess.Popen:
+    marker = env.setdefault("RLREASON_TRIAL", f"{os.getpid()}-{time.time_ns()}")
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", **env}
-    with log.open("a") as f:  # a session of its own: the kill reaches the launcher and every rank
-        return subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=f, stderr=subprocess.STDOUT,
+    with log.open("a") as f:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=f, stderr=subprocess.STDOUT,
                                 start_new_session=True)
+    proc.marker = marker
+    return proc
+
+
+def pids_of(marker: str) -> list[int]:
+    """Every process started with RLREASON_TRIAL=marker (torch's launcher puts each rank in its own session)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                if f"RLREASON_TRIAL={marker}".encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                    found.append(int(pid))
+            except OSError:
+                continue
+    return found
 
 
 def kill_all(proc: subprocess.Popen, sig=signal.SIGKILL) -> None:
-    try:
-        os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        pass
+    """What a lost node does: every process of the run dies at once (the launcher and each rank)."""
+    for pid in [proc.pid, *pids_of(proc.marker)]:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
     proc.wait(timeout=60)
+    deadline = time.time() + 30
+    while pids_of(proc.marker) and time.time() < deadline:
+        time.sleep(0.05)
 
 
 def loss_rows(out: Path) -> list[dict]:
@@ -193,10 +214,9 @@ def test_a_signal_to_rank_one_stops_both_ranks_after_the_same_step(tiny_model_di
             "logging_steps": 1, "report_to": "none", "eval_after_train": False, "gradient_checkpointing": False,
             "disable_tqdm": True, "output_dir": str(out)})
         log = tmp_path / f"sig-{trial}.log"
-        marker = f"{os.getpid()}-{trial}"
-        proc = start(command(recipe, 2), log, RLREASON_TRIAL=marker)
+        proc = start(command(recipe, 2), log)
         try:
-            pid = rank_pid(marker, 1)
+            pid = rank_pid(proc.marker, 1)
             assert pid is not None, log.read_text()[-3000:]
             time.sleep(rng.uniform(0.0, 12.0))
             try:

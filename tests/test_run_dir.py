@@ -78,7 +78,9 @@ def test_resume_skips_a_partial_checkpoint_and_drops_later_metrics(tiny_model_di
 def test_a_new_run_of_the_same_recipe_starts_again(tiny_model_dir, tmp_path):
     out = tmp_path / "run"
     a = sft_recipe(tmp_path, tiny_model_dir, out, max_steps=2)
-    results = run_forked(tmp_path, [["train", a], ["train", a]])
-    assert all(r["code"] == 0 for r in results), results[1]["stderr"][-2000:]
+    results = run_forked(tmp_path, [["train", a], ["train", a], ["train", a, "resume_from_checkpoint=last"]])
+    assert all(r["code"] == 0 for r in results), [r["stderr"][-2000:] for r in results]
     assert "held an earlier run of this recipe: starting again" in results[1]["stderr"]
-    assert loss_steps(out) == [1, 2]
+    # resumed at max_steps (a requeue after the last save): transformers would train a step past it
+    assert "nothing to train" in results[2]["stdout"], results[2]["stdout"][-2000:]
+    assert loss_steps(out) == [1, 2] and not (out / "checkpoint-3").exists()

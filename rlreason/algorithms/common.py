@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from transformers import TrainerCallback
+
 from rlreason.config import dump_json
 from rlreason.tracking import announce_wandb, setup_wandb, wandb_run_dir
 
@@ -138,12 +140,31 @@ def run_training(trainer, targs) -> None:
     guard = SaveOnSignal()
     trainer.add_callback(MarkCompleteCheckpoints())
     trainer.add_callback(guard)
-    trainer.train(resume_from_checkpoint=resolve_resume(targs))
+    trainer.add_callback(_NoStepPastMax())
+    try:
+        trainer.train(resume_from_checkpoint=resolve_resume(targs))
+    except _AlreadyFinished:
+        print(f"rlreason: the resumed checkpoint is at max_steps ({trainer.state.global_step}): nothing to train",
+              flush=True)
     if guard.stopped:
         sig = guard.received if guard.received is not None else "(on another rank)"
         print(f"rlreason: stopped by signal {sig} at step {trainer.state.global_step}; checkpoint saved, "
               f"resume with resume_from_checkpoint=true", flush=True)
         raise SystemExit(EXIT_CODE)
+
+
+class _AlreadyFinished(Exception):
+    pass
+
+
+class _NoStepPastMax(TrainerCallback):
+    """transformers.Trainer resumed at max_steps trains one step more (its loop checks only after a step): stop
+    before it, so a requeue after the last checkpoint (e.g. killed while saving the final model) adds nothing."""
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if 0 < state.max_steps <= state.global_step:
+            raise _AlreadyFinished()
+        return control
 
 
 def finish_run(recipe, trainer, output_dir: Path) -> str:
