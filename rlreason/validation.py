@@ -60,8 +60,24 @@ def _is_plain_str(tp) -> bool:
     return typing.get_origin(tp) in (typing.Union, getattr(__import__("types"), "UnionType")) and args == [str]
 
 
+def _enum_arm(tp):
+    from enum import Enum
+
+    for arm in (tp, *typing.get_args(tp)):
+        if isinstance(arm, type) and issubclass(arm, Enum):
+            return arm
+    return None
+
+
 def check_raw(key: str, value: Any, tp: Any) -> None:
-    """Refuse a YAML boolean or number given to a string key (`output_dir: on` reads as true)."""
+    """Refuse a YAML boolean or number given to a string key (`output_dir: on` reads as true), and a string
+    that is not one of the choices of a key with choices (save_strategy, lr_scheduler_type, optim, ...)."""
+    enum = _enum_arm(tp)
+    if enum is not None and isinstance(value, str):
+        choices = [m.value for m in enum]
+        if value not in choices:
+            raise RecipeError(f"{key}: '{value}' is not one of {', '.join(map(str, choices))}")
+        return
     if key in ("resume_from_checkpoint", "scale_rewards") or not _is_plain_str(tp):
         return
     if isinstance(value, bool):
@@ -155,6 +171,7 @@ def check_number(key: str, value: Any) -> None:
 # names and cross-key rules
 
 SCALE_REWARDS = ("group", "batch", "none")
+ATTENTION = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
 DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
 BACKENDS = ("rlreason", "trl")
 ENGINE_COLUMNS = {"completion_ids", "trainer_state", "log_extra", "log_metric"}  # passed by trainers, not rows
@@ -186,7 +203,15 @@ def check_values(algorithm: str, args, targs_cls, targs_kw: dict, rl: bool) -> N
         targs_kw["scale_rewards"] = {"yes": "group", "no": "none"}[targs_kw["scale_rewards"]]
     if args.dtype not in DTYPES:
         raise RecipeError(f"dtype: '{args.dtype}' is not one of {', '.join(DTYPES)}")
+    attn = args.attn_implementation
+    if attn is not None and attn not in ATTENTION and "/" not in attn and not attn.startswith("paged"):
+        raise RecipeError(f"attn_implementation: '{attn}' is not one of {', '.join(ATTENTION)} (or a hub kernel "
+                          f"such as kernels-community/flash-attn)")
+    if args.lora_target_modules is not None and not args.lora_target_modules:
+        raise RecipeError("lora_target_modules: an empty list adapts nothing; leave it out for peft's default")
     t = effective_values(targs_cls, targs_kw)
+    if t.get("value_model") not in (None, "policy"):
+        check_location("value_model", t["value_model"])
     if args.backend not in BACKENDS:
         raise RecipeError(f"backend: '{args.backend}' is not one of {', '.join(BACKENDS)}")
     if args.backend == "trl" and algorithm != "grpo":
@@ -206,6 +231,8 @@ def _check_rl(algorithm: str, args, t: dict) -> None:
 
     if not args.reward_funcs:
         raise RecipeError("reward_funcs: an RL recipe needs at least one reward function")
+    if t.get("max_completion_length") is None:
+        raise RecipeError("max_completion_length: an RL recipe needs a completion token limit (>= 1)")
     k = t.get("num_generations")
     if k is None or k < 1:
         raise RecipeError(f"num_generations: {k} must be >= 1 (completions sampled per prompt)")

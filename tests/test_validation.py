@@ -47,17 +47,25 @@ BAD_VALUES = [
     ("lam=-0.1", "lam"), ("vf_coef=nan", "vf_coef"), ("eval_max_completion_length=0", "eval_max_completion_length"),
     ("tiny_model={hidden: 3}", "hidden"), ("use_peft=maybe", "use_peft"), ("max_steps=1.5", "max_steps"),
     ("task=chess", "chess"), ("algorithm=ppo2", "ppo2"), ("learnin_rate=1e-4", "learnin_rate"),
-    ("task_options={x", "task_options"),
+    ("task_options={x", "task_options"), ("max_completion_length=null", "max_completion_length"),
+    ("attn_implementation=fast", "attn_implementation"), ("lora_target_modules=[]", "lora_target_modules"),
+    ("optim=sgd_fast", "optim"), ("resume_from_checkpoint=5", "resume_from_checkpoint"),
+    ("generation_batch_size=20", "generation_batch_size"), ("lr_scheduler_type=foo", "lr_scheduler_type"),
+    ("save_strategy=sometimes", "save_strategy"),
 ]
 BAD_SFT = [("correction_temperature=0", "correction_temperature"), ("max_length=0", "max_length"),
-           ("backend=trl", "backend"), ("correction_fraction=1.5", "correction_fraction")]
+           ("backend=trl", "backend"), ("correction_fraction=1.5", "correction_fraction"),
+           ("eval_strategy=sometimes", "eval_strategy")]
+BAD_STAR = [("threshold=nan", "threshold"), ("k=0", "k"), ("iterations=0", "iterations"),
+            ("sampling_temperature=0", "sampling_temperature"), ("steps_growth=-1", "steps_growth")]
+BAD_PPO = [("value_model=./no/critic", "value_model"), ("gamma=2", "gamma"), ("critic_warmup_steps=-1", "critic_warmup_steps")]
 
 
 def base_recipe(model_dir: str, algorithm: str = "grpo") -> dict:
     raw = {"algorithm": algorithm, "model_name_or_path": model_dir, "task": "arithmetic", "task_options": ARITH,
            "max_steps": 1, "report_to": "none", "eval_after_train": False, "per_device_train_batch_size": 8,
            "logging_steps": 1, "save_strategy": "no", "disable_tqdm": True}
-    if algorithm != "sft":
+    if algorithm not in ("sft", "star"):
         raw.update(num_generations=4, max_completion_length=4, reward_funcs=["rewards.math.accuracy"])
     else:
         raw.update(max_length=48)
@@ -88,7 +96,8 @@ def assert_refused(result, needle: str, out: Path) -> None:
 
 def test_every_bad_value_is_refused_before_anything_loads(tiny_model_dir, tmp_path):
     commands, outs, needles = [], [], []
-    cases = [("grpo", o, n) for o, n in BAD_VALUES] + [("sft", o, n) for o, n in BAD_SFT]
+    cases = [("grpo", o, n) for o, n in BAD_VALUES] + [("sft", o, n) for o, n in BAD_SFT] \
+        + [("star", o, n) for o, n in BAD_STAR] + [("ppo", o, n) for o, n in BAD_PPO]
     for i, (algorithm, override, needle) in enumerate(cases):
         out = tmp_path / f"out-{i}"
         recipe = tmp_path / f"r{i}.yaml"
