@@ -91,3 +91,20 @@ def test_resumed_run_sees_the_uninterrupted_runs_prompts(tiny_model_dir, tmp_pat
     assert sorted(parts) == sorted(whole) == list(range(1, 21))
     assert parts == whole
     assert [whole[s] for s in range(17, 21)] != [whole[s] for s in range(1, 5)]  # epoch 2: a new permutation
+
+
+def test_two_processes_get_different_prompts_each_repeated():
+    """accelerate's per-process sharding of the batches: each rank gets its own prompts of a rollout, repeated."""
+    from accelerate.data_loader import BatchSamplerShard
+    from torch.utils.data import BatchSampler
+
+    per_process, repeats = 2, 3  # 2 prompts per process per rollout, each rollout serving 3 batches
+    sampler = RepeatRolloutSampler(16, chunk=per_process * 2, repeats=repeats, shuffle=True, seed=0)
+    ranks = [list(BatchSamplerShard(BatchSampler(sampler, per_process, drop_last=True), num_processes=2,
+                                    process_index=r)) for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == 16 // 4 * repeats
+    for i in range(0, len(ranks[0]), repeats):
+        mine, theirs = ranks[0][i:i + repeats], ranks[1][i:i + repeats]
+        assert all(b == mine[0] for b in mine) and all(b == theirs[0] for b in theirs)
+        assert not set(mine[0]) & set(theirs[0])
+    assert sorted(sum(ranks[0][::repeats] + ranks[1][::repeats], [])) == list(range(16))
