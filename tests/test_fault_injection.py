@@ -145,7 +145,7 @@ def write(path: Path, raw: dict) -> Path:
 
 
 def test_sft_zero2_two_processes_survives_sigkill(tiny_model_dir, tmp_path):
-    max_steps = 30
+    max_steps = 60  # 0.1 s a step: room for ten kills of a few steps each
     raw = {"algorithm": "sft", "model_name_or_path": tiny_model_dir, "task": "arithmetic", "task_options": ARITH,
            "per_device_train_batch_size": 8, "max_length": 48, "max_steps": max_steps, "save_steps": 2,
            "logging_steps": 1, "learning_rate": 1e-3, "warmup_steps": 0, "report_to": "none",
