@@ -223,13 +223,16 @@ def parse_override(item: str) -> tuple[str, Any]:
 
 
 def _split_overrides(argv: list[str]) -> list[str]:
-    """Accept both `key=value` and `--key value` forms."""
+    """Accept `key=value`, `--key value` and, as TRL's parser does, a bare `--flag` (true)."""
     out, i = [], 0
     while i < len(argv):
         a = argv[i]
         if a.startswith("--") and "=" not in a and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
             out.append(f"{a[2:]}={argv[i + 1]}")
             i += 2
+        elif a.startswith("--") and "=" not in a:
+            out.append(f"{a[2:]}=true")
+            i += 1
         else:
             out.append(a)
             i += 1

@@ -131,13 +131,14 @@ def test_duplicate_keys_and_trl_style_flags(tiny_model_dir, tmp_path):
     results = run_forked(tmp_path, [
         ["train", str(dup)],
         ["train", "--config", str(flags), "--beta", "nan"],  # TRL's form: refused for the value, not the form
-        ["train", "--config", str(flags), "--max_steps", "1", "seed=1"],  # and it runs
+        ["train", "--config", str(flags), "--max_steps", "1", "seed=1", "--use_peft"],  # and it runs (LoRA)
         ["train", "--help", "grpo"],
         ["train", "--help", "nosuch"],
     ])
     assert "duplicate key 'learning_rate'" in one_line(results[0]) and not results[0]["model_loaded"]
     assert "beta" in one_line(results[1]) and not results[1]["model_loaded"]
     assert results[2]["code"] == 0 and results[2]["model_loaded"], results[2]["stderr"][-2000:]
+    assert (tmp_path / "flags" / "adapter_config.json").is_file()  # the bare --use_peft flag took effect
     helped = results[3]["stdout"].splitlines()
     assert results[3]["code"] == 0 and not results[3]["model_loaded"]
     keys = {line.split()[0]: line for line in helped[1:]}
