@@ -40,8 +40,9 @@ test: install
 test-slow: install
 	OMP_NUM_THREADS=1 $(PY) -m pytest -m slow -q -p no:cacheprovider $(PYTEST_ARGS)
 
-# The slow tests of launching (about 5 minutes): 2-process DDP / ZeRO-2 / ZeRO-3, a one-node Slurm, preemption.
-CLUSTER_TESTS := tests/test_distributed.py tests/test_slurm.py tests/test_preemption.py
+# The slow tests of launching: 2-process DDP / ZeRO-2 / ZeRO-3, a one-node Slurm, preemption, and the
+# fault-injection suite (SIGKILL at random moments and during saves, a stop signal to one rank only).
+CLUSTER_TESTS := tests/test_distributed.py tests/test_slurm.py tests/test_preemption.py tests/test_fault_injection.py
 test-cluster: install
 	OMP_NUM_THREADS=1 $(PY) -m pytest -m slow -q -p no:cacheprovider $(CLUSTER_TESTS) $(PYTEST_ARGS)
 

@@ -8,6 +8,8 @@ import sys
 from rlreason.config import RecipeError, fail, load_recipe
 
 USAGE = """rlreason train RECIPE.yaml [key=value | --key value ...]
+       rlreason train --config RECIPE.yaml [--key value | key=value ...]
+       rlreason train --help ALGORITHM   (its keys, defaults and meanings)
        rlreason eval --model PATH --task NAME [options]   (rlreason eval --help)
        rlreason demo [--algorithms grpo,ppo,star,score] [--full] [--output_dir runs/demo]"""
 
@@ -15,10 +17,17 @@ USAGE = """rlreason train RECIPE.yaml [key=value | --key value ...]
 def train(argv: list[str]) -> str:
     """Parse and check the whole recipe first; only then import the trainer and start."""
     if not argv or argv[0] in ("-h", "--help"):
+        if len(argv) >= 2:
+            _print_keys(argv[1])
+            raise SystemExit(0)
         print(USAGE)
         raise SystemExit(0 if argv else 2)
+    from rlreason.stop_flag import install
+
+    install()  # from here on a SIGTERM/SIGUSR1 is recorded, and acted on at the next step end
     try:
-        recipe = load_recipe(argv[0], argv[1:])
+        path, overrides = recipe_and_overrides(argv)
+        recipe = load_recipe(path, overrides)
     except RecipeError as e:
         fail(str(e))
     from rlreason.algorithms import ALGORITHMS
@@ -28,6 +37,44 @@ def train(argv: list[str]) -> str:
         return train_fn(recipe)
     except (RecipeError, FileNotFoundError) as e:
         fail(str(e))
+
+
+def recipe_and_overrides(argv: list[str]) -> tuple[str | None, list[str]]:
+    """`RECIPE [overrides]` or TRL's `--config RECIPE [overrides]` (also `--config=RECIPE`, anywhere)."""
+    rest, path = [], None
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--config":
+            if i + 1 >= len(argv):
+                raise RecipeError("--config needs a recipe file: rlreason train --config RECIPE.yaml")
+            path, i = argv[i + 1], i + 2
+            continue
+        if a.startswith("--config="):
+            path = a.split("=", 1)[1]
+        else:
+            rest.append(a)
+        i += 1
+    if path is None:
+        if not rest or rest[0].startswith("-") or ("=" in rest[0] and not rest[0].endswith((".yaml", ".yml"))):
+            raise RecipeError("give a recipe file: rlreason train RECIPE.yaml [key=value ...] "
+                              "(or --config RECIPE.yaml)")
+        path, rest = rest[0], rest[1:]
+    return path, rest
+
+
+def _print_keys(algorithm: str) -> None:
+    """Every key of an algorithm's recipes with its default and one line of meaning."""
+    from rlreason.recipe_help import describe_keys
+
+    try:
+        rows = describe_keys(algorithm)
+    except RecipeError as e:
+        fail(str(e))
+    width = max(len(k) for k, _, _ in rows)
+    print(f"keys of algorithm '{algorithm}' (recipe YAML or key=value; TRL's names and meanings):")
+    for key, default, meaning in rows:
+        print(f"  {key.ljust(width)}  default {default}  {meaning}")
 
 
 def demo(argv: list[str]) -> None:

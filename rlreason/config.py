@@ -9,6 +9,7 @@ import os
 import sys
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -57,6 +58,11 @@ class RecipeArgs:
     eval_max_completion_length: int = 256
     # for `backend: trl` in RL recipes; "rlreason" is our engine
     backend: str = "rlreason"
+    # output_dir holding another recipe's run: move it aside to <output_dir>.old-<time> (else refused)
+    overwrite_output_dir: bool = False
+
+
+RL_ALGORITHMS = ("grpo", "ppo", "score")  # the on-policy ones: RLConfig, sampling, rewards per completion
 
 
 def _algorithms() -> dict[str, tuple[type, typing.Callable]]:
@@ -208,27 +214,31 @@ def parse_override(item: str) -> tuple[str, Any]:
     if "=" not in item:
         raise RecipeError(f"override '{item}' must look like key=value (e.g. learning_rate=1e-4)")
     key, value = item.split("=", 1)
-    return key.strip(), yaml.safe_load(value) if value != "" else None
+    if value == "":
+        return key.strip(), None
+    from rlreason.validation import load_yaml
+
+    try:
+        return key.strip(), load_yaml(value)
+    except yaml.YAMLError as e:
+        raise RecipeError(f"{key.strip()}: the value {value!r} is not valid YAML ({str(e).splitlines()[0]})") from None
 
 
 def _split_overrides(argv: list[str]) -> list[str]:
-    """Accept both `key=value` and `--key value` forms."""
+    """Accept `key=value`, `--key value` and, as TRL's parser does, a bare `--flag` (true)."""
     out, i = [], 0
     while i < len(argv):
         a = argv[i]
         if a.startswith("--") and "=" not in a and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
             out.append(f"{a[2:]}={argv[i + 1]}")
             i += 2
+        elif a.startswith("--") and "=" not in a:
+            out.append(f"{a[2:]}=true")
+            i += 1
         else:
             out.append(a)
             i += 1
     return out
-
-
-def _looks_like_path(value: str) -> bool:
-    return value.startswith(("/", "./", "../", "~")) or value.endswith(
-        (".jsonl", ".json", ".parquet", ".gz", ".csv")
-    )
 
 
 def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = None,
@@ -240,7 +250,9 @@ def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = No
         if not p.is_file():
             raise RecipeError(f"recipe file not found: {path} (see recipes/ for the shipped ones)")
         try:
-            loaded = yaml.safe_load(p.read_text()) or {}
+            from rlreason.validation import load_yaml
+
+            loaded = load_yaml(p.read_text()) or {}
         except yaml.YAMLError as e:
             raise RecipeError(f"recipe {path} is not valid YAML: {str(e).splitlines()[0]}") from None
         if not isinstance(loaded, dict):
@@ -256,6 +268,8 @@ def build_recipe(raw: dict) -> Recipe:
     """Turn a flat dict of recipe keys into a Recipe, or raise RecipeError naming the bad key."""
     import torch
 
+    from rlreason import validation
+
     algos = _algorithms()
     algorithm = raw.get("algorithm", "sft")
     if algorithm not in algos:
@@ -266,8 +280,10 @@ def build_recipe(raw: dict) -> Recipe:
     recipe_kw, targs_kw = {}, {}
     for key, value in raw.items():
         if key in recipe_fields:
+            validation.check_raw(key, value, recipe_fields[key])
             recipe_kw[key] = _check_value(key, value, recipe_fields[key])
         elif key in targs_fields:
+            validation.check_raw(key, value, targs_fields[key])
             targs_kw[key] = _check_value(key, value, targs_fields[key])
         else:
             raise _unknown_key(key, valid, algorithm)
@@ -277,10 +293,15 @@ def build_recipe(raw: dict) -> Recipe:
         targs_kw.setdefault("bf16", False)
         targs_kw.setdefault("use_cpu", True)
     targs_kw.setdefault("output_dir", f"runs/{algorithm}")
+    validation.check_values(algorithm, args, targs_cls, targs_kw, rl=algorithm in RL_ALGORITHMS)
+    validation.check_resume(targs_kw.get("resume_from_checkpoint"), targs_kw["output_dir"])
     try:
-        training_args = targs_cls(**targs_kw)
-    except (ValueError, TypeError) as e:
+        with warnings.catch_warnings():  # the libraries' own deprecations of their defaults: not the user's to fix
+            warnings.simplefilter("ignore", FutureWarning)
+            training_args = targs_cls(**targs_kw)
+    except (ValueError, TypeError, ArithmeticError) as e:
         raise RecipeError(f"invalid training arguments: {str(e).splitlines()[0]}") from None
+    validation.check_built(algorithm, args, training_args)
     return Recipe(args=args, training_args=training_args, raw=raw)
 
 
@@ -292,10 +313,10 @@ def _check_names(args: RecipeArgs) -> None:
         raise RecipeError(f"unknown task '{args.task}': valid choices are {', '.join(sorted(TASKS))}")
     if args.model_name_or_path is None and args.tiny_model is None:
         raise RecipeError("the recipe needs model_name_or_path (a hub name or a local folder) or tiny_model")
-    for key in ("model_name_or_path", "dataset_name"):
-        value = getattr(args, key)
-        if value and _looks_like_path(value) and not Path(value).expanduser().exists():
-            raise RecipeError(f"{key}: file or folder not found: {value}")
+    from rlreason.validation import check_location
+
+    check_location("model_name_or_path", args.model_name_or_path)
+    check_location("dataset_name", args.dataset_name, args.dataset_train_split)
     if args.reward_weights is not None and len(args.reward_weights) != len(args.reward_funcs):
         raise RecipeError(
             f"reward_weights has {len(args.reward_weights)} entries but reward_funcs has {len(args.reward_funcs)}"

@@ -80,7 +80,33 @@ def read_metrics(path: str | os.PathLike) -> list[dict]:
     p = Path(path)
     if not p.is_file():
         return []
-    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    rows = []
+    for line in p.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue  # empty, or the last line cut short by a kill
+    return rows
+
+
+def truncate_metrics(path: str | os.PathLike, step: int) -> int:
+    """Drop the rows logged after `step` (a resume from checkpoint-`step` logs them again); returns how many."""
+    p = Path(path)
+    if not p.is_file():
+        return 0
+    lines = [line for line in p.read_text().splitlines() if line.strip()]
+    kept = []
+    for line in lines:
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short by a kill
+    if len(kept) != len(lines):
+        tmp = p.with_name(p.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        tmp.replace(p)
+    return len(lines) - len(kept)
 
 
 class MetricsJsonlCallback(TrainerCallback):

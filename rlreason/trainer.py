@@ -54,13 +54,19 @@ class OnlineRLTrainer(Trainer):
 
     # ----------------------------------------------------------------------------------- data
     def get_train_dataloader(self):
-        """Micro-batches of per_device_train_batch_size / num_generations prompts (rows as dicts)."""
-        from torch.utils.data import DataLoader, RandomSampler
+        """Batches of one rollout's prompts on this process (rows as dicts), each repeated for every optimizer
+        step the rollout serves, gradient_accumulation_steps batches per step (data_order.RepeatRolloutSampler)."""
+        from torch.utils.data import DataLoader
 
-        prompts_per_batch = self.args.per_device_train_batch_size // self.args.num_generations
-        generator = torch.Generator().manual_seed(self.args.seed)
-        loader = DataLoader(self.train_dataset, batch_size=prompts_per_batch, collate_fn=lambda rows: rows,
-                            sampler=RandomSampler(self.train_dataset, generator=generator), drop_last=True)
+        from rlreason.data_order import RepeatRolloutSampler, rollout_layout
+
+        layout = rollout_layout(self.args, self.accelerator.num_processes)
+        per_process = layout["prompts_per_process"]
+        sampler = RepeatRolloutSampler(len(self.train_dataset), per_process * self.accelerator.num_processes,
+                                       repeats=layout["optimizer_steps"] * self.args.gradient_accumulation_steps,
+                                       shuffle=bool(self.args.shuffle_dataset), seed=self.args.seed)
+        loader = DataLoader(self.train_dataset, batch_size=per_process, collate_fn=lambda rows: rows,
+                            sampler=sampler, drop_last=True)
         return self.accelerator.prepare(loader)
 
     def uses_reference(self) -> bool:
@@ -88,23 +94,35 @@ class OnlineRLTrainer(Trainer):
 
     # ----------------------------------------------------------------------------------- rollout
     def get_batch_samples(self, epoch_iterator, num_batches, device):
-        """One rollout per optimizer step, covering all its micro-batches; reused num_iterations times."""
-        reuse = self._buffer is not None and self._rollouts_done % self.args.num_iterations != 0
-        if not reuse:
-            rows = []
-            for _ in range(num_batches):
-                try:
-                    rows.append(next(epoch_iterator))
-                except StopIteration:
-                    break
-            self._buffer = self.make_experience(rows) if rows else []
+        """This optimizer step's micro-batches: a fresh rollout (steps_per_generation micro-batches) at the start
+        of each cycle, else the next slice of the current one; a rollout is reused num_iterations times."""
+        from rlreason.data_order import rollout_layout
+
+        layout = rollout_layout(self.args, self.accelerator.num_processes)
+        if 0 < self.state.max_steps <= self.state.global_step:  # resumed at the end: no rollout for a step past it
+            return [], None
+        batches = []
+        for _ in range(num_batches):  # every step consumes its batches, so epochs and resume skips stay exact
+            try:
+                batches.append(next(epoch_iterator))
+            except StopIteration:
+                break
+        position = self.state.global_step % layout["optimizer_steps"]
+        if not batches:
+            self._buffer = None
+            return [], None
+        if position == 0 or self._buffer is None:  # a cycle starts (or a resume lands inside one)
+            rows, m = batches[0], layout["prompts_per_micro_batch"]
+            micro = [rows[i * m:(i + 1) * m] for i in range(layout["micro_batches"])]
+            self._buffer = self.make_experience(micro)
+            self._buffer_ids = [[r.get("id") for r in mb] for mb in micro]
         self._rollouts_done += 1
-        batches = self._buffer
-        num_items = None
-        if batches:
-            local = sum(b["completion_mask"].sum() for b in batches)
-            num_items = self.accelerator.gather(local.to(device).reshape(1)).sum()
-        return batches, num_items
+        first = (position % layout["slices"]) * self.args.gradient_accumulation_steps
+        chosen = self._buffer[first:first + self.args.gradient_accumulation_steps]
+        _record_prompts(self, self._buffer_ids[first:first + self.args.gradient_accumulation_steps])
+        local = sum(b["completion_mask"].sum() for b in chosen)
+        num_items = self.accelerator.gather(local.to(device).reshape(1)).sum()
+        return chosen, num_items
 
     @torch.no_grad()
     def make_experience(self, micro_batches: list[list[dict]]) -> list[dict]:
@@ -141,7 +159,9 @@ class OnlineRLTrainer(Trainer):
         """(old log-probs, when a rollout is reused; reference log-probs, when beta != 0)."""
         model = unwrap_parallel(self.model)
         ids, attention, C = batch["input_ids"], batch["attention_mask"], batch["completion_ids"].size(1)
-        old = self._logps(model, ids, attention, C) if self.args.num_iterations > 1 else None
+        args = self.args
+        reused = args.num_iterations > 1 or (args.steps_per_generation or 0) > args.gradient_accumulation_steps
+        old = self._logps(model, ids, attention, C) if reused else None  # the rollout serves later steps too
         ref = None
         if self.uses_reference():
             if self.use_peft:
@@ -256,6 +276,19 @@ class OnlineRLTrainer(Trainer):
             return
         columns = list(self._table[0])
         wandb.log({"completions": wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in self._table])})
+
+
+def _record_prompts(trainer, micro_batch_ids: list[list]) -> None:
+    """With RLREASON_PROMPT_LOG=FILE, append the prompt ids of each optimizer step (a test's view of data order)."""
+    import json
+    import os
+
+    path = os.environ.get("RLREASON_PROMPT_LOG")
+    if path:
+        row = {"step": trainer.state.global_step + 1, "rank": trainer.accelerator.process_index,
+               "ids": [i for mb in micro_batch_ids for i in mb]}
+        with open(path, "a") as f:
+            f.write(json.dumps(row) + "\n")
 
 
 def split_micro_batches(batch: dict, count: int) -> list[dict]:

@@ -88,3 +88,39 @@ def test_sigterm_saves_a_checkpoint_and_the_resumed_run_finishes(tiny_model_dir,
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert_resumed_once(out, stop, max_steps)
     assert (out / "model.safetensors").is_file()
+
+
+def test_a_stop_logs_the_metrics_buffered_since_the_last_logging_step(tiny_model_dir, tmp_path):
+    """A signal between logging steps: the rollout metrics of the steps since the last log reach metrics.jsonl."""
+    from transformers import TrainerCallback
+
+    from rlreason import stop_flag
+    from rlreason.algorithms.common import load_rows, run_training
+    from rlreason.models.loading import load_policy
+    from rlreason.tracking import MetricsJsonlCallback
+    from rlreason.trainer import OnlineRLTrainer
+
+    from .test_grpo import grpo_recipe
+
+    class SignalDuringStep3(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step == 2:
+                stop_flag.received.append(int(signal.SIGTERM))
+
+    out = tmp_path / "run"
+    recipe = grpo_recipe(tiny_model_dir, out, max_steps=10, logging_steps=100, max_completion_length=6)
+    model, tok = load_policy(tiny_model_dir)
+    trainer = OnlineRLTrainer(model, recipe.training_args, load_rows(recipe.args, "train", 16), tok,
+                              recipe.args.reward_funcs, callbacks=[MetricsJsonlCallback(str(out)), SignalDuringStep3()])
+    before = {sig: signal.getsignal(sig) for sig in stop_flag.SIGNALS}
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            run_training(trainer, recipe.training_args)
+    finally:
+        stop_flag.received.clear()
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+    assert stopped.value.code == 143
+    rows = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in rows if "reward" in r and "loss" in r] == [3], rows
+    assert (out / "checkpoint-3" / "rlreason-complete.json").is_file()

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from transformers.trainer_utils import get_last_checkpoint
+from transformers import TrainerCallback
 
 from rlreason.config import dump_json
 from rlreason.tracking import announce_wandb, setup_wandb, wandb_run_dir
+
+
+_ROWS: dict = {}  # (task, split, ...) -> rows, so that the check before loading the model loads them once
 
 
 def load_rows(args, split: str, limit: int | None = None):
@@ -15,17 +18,41 @@ def load_rows(args, split: str, limit: int | None = None):
 
     The task's own seed lives in task_options, apart from the training seed, so that every stage
     of a run is evaluated on the same held-out problems."""
+    import json
+
     from rlreason.tasks import load_task
 
-    return load_task(
-        args.task,
-        split,
-        path=args.dataset_name,
-        limit=limit,
-        system_prompt=args.system_prompt,
-        answer_instruction=args.answer_instruction,
-        **args.task_options,
-    )
+    key = (args.task, split, args.dataset_name, limit, args.system_prompt, args.answer_instruction,
+           json.dumps(args.task_options, sort_keys=True, default=str))
+    if key not in _ROWS:
+        _ROWS[key] = load_task(args.task, split, path=args.dataset_name, limit=limit,
+                               system_prompt=args.system_prompt, answer_instruction=args.answer_instruction,
+                               **args.task_options)
+    return _ROWS[key]
+
+
+def check_data(recipe) -> None:
+    """Load the splits the run uses and refuse, in one line naming the split or column, data it cannot use."""
+    from rlreason.config import RL_ALGORITHMS, RecipeError
+    from rlreason.validation import check_rows, reward_columns
+
+    args, targs = recipe.args, recipe.training_args
+    columns = reward_columns(args.reward_funcs) if args.reward_funcs else {}
+    needs = {c: f"reward {name}" for name, cols in columns.items() for c in cols}
+    gold = columns.get(args.reward_funcs[0], []) if args.reward_funcs else []
+    train_needs = dict(needs) if args.algorithm in (*RL_ALGORITHMS, "star") else {}
+    if args.algorithm == "sft":
+        train_needs["solution"] = "sft (worked solutions)"
+    splits = [(args.dataset_train_split, args.max_train_samples, train_needs)]
+    if args.eval_after_train or getattr(targs, "eval_strategy", "no") != "no" or args.algorithm in ("score", "star"):
+        splits.append((args.dataset_test_split, args.max_eval_samples, needs))
+    for split, limit, required in splits:
+        try:
+            rows = load_rows(args, split, limit)
+        except (ValueError, FileNotFoundError, KeyError) as e:
+            raise RecipeError(f"dataset split '{split}': {str(e).splitlines()[0] if str(e) else type(e).__name__}") \
+                from None
+        check_rows(rows, split, required, gold if required else [])
 
 
 def prepare_model_path(args, output_dir: str) -> str:
@@ -42,24 +69,31 @@ def prepare_model_path(args, output_dir: str) -> str:
 
 
 def resolve_resume(targs) -> str | None:
-    """resume_from_checkpoint: a path, or true/last for the newest checkpoint in output_dir (if any)."""
+    """resume_from_checkpoint: a path, or true/last for the newest complete checkpoint in output_dir (if any)."""
+    from rlreason.checkpoints import last_complete
+
     value = targs.resume_from_checkpoint
     if value is None or str(value).lower() in ("false", "no", "none", ""):
         return None
     if str(value).lower() in ("true", "yes", "last"):
-        out = Path(targs.output_dir)
-        return get_last_checkpoint(str(out)) if out.is_dir() else None
+        found = last_complete(targs.output_dir)
+        return str(found) if found is not None else None
     if not Path(value).is_dir():
         raise FileNotFoundError(f"resume_from_checkpoint: no checkpoint folder at {value}")
     return value
 
 
 def start_run(recipe) -> None:
-    """Save the resolved configuration and point wandb at the output directory."""
+    """Before the model loads: check the data, claim output_dir for this run, save the resolved configuration."""
+    from rlreason import run_dir
+
     targs = recipe.training_args
-    Path(targs.output_dir).mkdir(parents=True, exist_ok=True)
-    if targs.process_index == 0:
-        recipe.save(targs.output_dir)
+    check_data(recipe)
+    run_dir.check(recipe)
+    with targs.main_process_first(local=False, desc="claim output_dir"):
+        if targs.process_index == 0:
+            run_dir.prepare(recipe)
+            recipe.save(targs.output_dir)
     setup_wandb(targs.report_to, targs.output_dir, targs.run_name)
 
 
@@ -98,16 +132,39 @@ def log_eval(output_dir: str, metrics: dict) -> None:
 
 
 def run_training(trainer, targs) -> None:
-    """trainer.train with resume, saving a checkpoint and exiting with 143 when SIGTERM/SIGUSR1 arrives."""
+    """trainer.train with resume; complete checkpoints are marked; on SIGTERM/SIGUSR1 (any rank) every rank saves
+    after the same step and exits with 143."""
+    from rlreason.checkpoints import MarkCompleteCheckpoints
     from rlreason.preemption import EXIT_CODE, SaveOnSignal
 
     guard = SaveOnSignal()
+    trainer.add_callback(MarkCompleteCheckpoints())
     trainer.add_callback(guard)
-    trainer.train(resume_from_checkpoint=resolve_resume(targs))
-    if guard.received is not None:
-        print(f"rlreason: stopped by signal {guard.received} at step {trainer.state.global_step}; checkpoint saved, "
+    trainer.add_callback(_NoStepPastMax())
+    try:
+        trainer.train(resume_from_checkpoint=resolve_resume(targs))
+    except _AlreadyFinished:
+        print(f"rlreason: the resumed checkpoint is at max_steps ({trainer.state.global_step}): nothing to train",
+              flush=True)
+    if guard.stopped:
+        sig = guard.received if guard.received is not None else "(on another rank)"
+        print(f"rlreason: stopped by signal {sig} at step {trainer.state.global_step}; checkpoint saved, "
               f"resume with resume_from_checkpoint=true", flush=True)
         raise SystemExit(EXIT_CODE)
+
+
+class _AlreadyFinished(Exception):
+    pass
+
+
+class _NoStepPastMax(TrainerCallback):
+    """transformers.Trainer resumed at max_steps trains one step more (its loop checks only after a step): stop
+    before it, so a requeue after the last checkpoint (e.g. killed while saving the final model) adds nothing."""
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if 0 < state.max_steps <= state.global_step:
+            raise _AlreadyFinished()
+        return control
 
 
 def finish_run(recipe, trainer, output_dir: Path) -> str:
