@@ -55,22 +55,29 @@ def _decode_paths(model, tokenizer, prompts: list, branches: int, max_completion
 
     Returns per path (prompt-major, branch-minor) the completion token ids (cut after eos) and per-token margins."""
     from rlreason.rollout import encode_prompts, eos_token_ids
+    from rlreason.sampling import build_generation_config, recipe_generation
 
     prompt_ids, prompt_mask = encode_prompts(tokenizer, prompts)  # exactly as rollout.generate encodes them
     device = next(model.parameters()).device
     enc = {"input_ids": prompt_ids.to(device), "attention_mask": prompt_mask.to(device)}
     eos = eos_token_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
-    common = dict(do_sample=False, temperature=None, top_p=None, top_k=None, pad_token_id=pad,
-                  eos_token_id=eos, return_dict_in_generate=True, output_logits=True)
-    first = model.generate(**enc, max_new_tokens=1, **common).logits[0]  # (B, V)
+
+    def greedy(steps: int):  # argmax decoding from the recipe alone (nothing from the model's generation_config)
+        return build_generation_config(do_sample=False, temperature=1.0, top_p=1.0, top_k=0, min_p=None,
+                                       repetition_penalty=1.0, max_new_tokens=steps, eos_token_id=eos,
+                                       pad_token_id=pad, return_dict_in_generate=True, output_logits=True)
+
+    with recipe_generation(model, greedy(1)) as config:
+        first = model.generate(**enc, generation_config=config).logits[0]  # (B, V)
     first_tokens = first.topk(branches, dim=-1).indices  # (B, branches)
     first_margin = _margins(first).repeat_interleave(branches)
     ids = torch.cat([enc["input_ids"].repeat_interleave(branches, 0), first_tokens.reshape(-1, 1)], dim=1)
     mask = torch.cat([enc["attention_mask"].repeat_interleave(branches, 0),
                       torch.ones(ids.shape[0], 1, dtype=enc["attention_mask"].dtype, device=ids.device)], dim=1)
     if max_completion_length > 1:
-        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_completion_length - 1, **common)
+        with recipe_generation(model, greedy(max_completion_length - 1)) as config:
+            out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
         rest = out.sequences[:, ids.shape[1]:]
         rest_margin = _margins(torch.stack(out.logits, dim=1))  # (B*branches, steps)
     else:
