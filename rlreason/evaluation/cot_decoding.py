@@ -126,17 +126,24 @@ def cot_decoding(model, tokenizer, rows, *, branches: int = 5, max_completion_le
     reward_fn = resolve_reward(reward)
     math_task = is_math(rows)
     per_batch = max(1, batch_size // branches)
-    paths: list[tuple[str, str | None, float]] = []
+    from rlreason.ranks import is_main, map_across_ranks
+
+    def share_of(batch_rows: list) -> list[list[tuple[str, str | None, float]]]:  # per row, its branches' paths
+        out = []
+        for start in tqdm(range(0, len(batch_rows), per_batch), desc=f"CoT-decoding ({branches} branches)",
+                          disable=not (progress and is_main()), unit="batch"):
+            batch = batch_rows[start:start + per_batch]
+            decoded = _decode_paths(model, tokenizer, [r["prompt"] for r in batch], branches, max_completion_length)
+            for i, row in enumerate(batch):
+                out.append([path_confidence(tokenizer, ids, marg, math_task, row.get("answer"))
+                            for ids, marg in decoded[i * branches:(i + 1) * branches]])
+        return out
+
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            for start in tqdm(range(0, len(rows), per_batch), desc=f"CoT-decoding ({branches} branches)",
-                              disable=not progress, unit="batch"):
-                batch = rows[start:start + per_batch]
-                decoded = _decode_paths(model, tokenizer, [r["prompt"] for r in batch], branches, max_completion_length)
-                for j, (ids, marg) in enumerate(decoded):
-                    paths.append(path_confidence(tokenizer, ids, marg, math_task, batch[j // branches].get("answer")))
+            paths = [p for per_row in map_across_ranks(share_of, rows) for p in per_row]
     finally:
         model.train(was_training)
     values = score([r for r in rows for _ in range(branches)], [p[0] for p in paths], reward_fn)

@@ -57,10 +57,11 @@ class EvalArgs:
 
 
 def load_for_eval(model: str, adapter: str | None = None, dtype: str = "auto", merge: bool = False):
-    """(model, tokenizer): a full model, or `model` as the base with the peft adapter at `adapter` on top."""
+    """(model, tokenizer): a full model, or `model` as the base with the peft adapter at `adapter` on top, on
+    this process's accelerator device (rlreason.models.loading.place_on_accelerator)."""
     from transformers import AutoModelForCausalLM
 
-    from rlreason.models.loading import load_model, load_tokenizer, resolve_dtype
+    from rlreason.models.loading import load_model, load_tokenizer, place_on_accelerator, resolve_dtype
 
     if model.startswith((".", "/", "~")) and not Path(model).expanduser().exists():
         raise FileNotFoundError(f"--model: no model folder at {model} (give a local folder or a hub name)")
@@ -77,7 +78,7 @@ def load_for_eval(model: str, adapter: str | None = None, dtype: str = "auto", m
     tokenizer = load_tokenizer(_tokenizer_source(model, adapter))
     if net.generation_config is not None and net.generation_config.pad_token_id is None:
         net.generation_config.pad_token_id = tokenizer.pad_token_id
-    return net.eval(), tokenizer
+    return place_on_accelerator(net).eval(), tokenizer
 
 
 def _tokenizer_source(model: str, adapter: str | None) -> str:
@@ -143,8 +144,11 @@ def scalar_metrics(result: dict, prefix: str = "eval/") -> dict[str, float]:
 
 
 def run_eval(args: EvalArgs) -> dict:
-    """Load, evaluate, print the table, write eval.json and accuracy_vs_k.png under args.output_dir."""
+    """Load, evaluate, print the table, write eval.json and accuracy_vs_k.png under args.output_dir.
+
+    Under `accelerate launch` the processes share the problems (rlreason.ranks); the first one writes."""
     from rlreason.evaluation.plots import plot_accuracy_vs_k
+    from rlreason.ranks import is_main
     from rlreason.tasks import load_task
 
     started = time.time()
@@ -155,6 +159,8 @@ def run_eval(args: EvalArgs) -> dict:
               "config": asdict(args)}
     result.update(evaluate_all(model, tokenizer, rows, args))
     result["seconds"] = round(time.time() - started, 1)
+    if not is_main():
+        return result
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
