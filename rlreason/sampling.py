@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+from rlreason.config import RecipeError
+
 # generation_kwargs keys that change neither which token is drawn nor where a completion ends
 SAFE_GENERATION_KWARGS = frozenset({"use_cache", "cache_implementation", "cache_config", "compile_config",
                                     "disable_compile", "prefill_chunk_size", "low_memory"})
@@ -31,9 +33,9 @@ def check_generation_kwargs(extra: dict | None, training: bool) -> dict:
     extra = dict(extra or {})
     for key in extra:
         if key in OWN_FIELDS:
-            raise ValueError(f"generation_kwargs: {key} has its own recipe setting; set {OWN_FIELDS[key]} instead")
+            raise RecipeError(f"generation_kwargs: {key} has its own recipe setting; set {OWN_FIELDS[key]} instead")
         if training and key not in SAFE_GENERATION_KWARGS:
-            raise ValueError(f"generation_kwargs: {key} would change how completions are sampled, so the loss would "
+            raise RecipeError(f"generation_kwargs: {key} would change how completions are sampled, so the loss would "
                              f"not score the policy that sampled them; allowed keys: "
                              f"{', '.join(sorted(SAFE_GENERATION_KWARGS))}")
     return extra
@@ -42,11 +44,11 @@ def check_generation_kwargs(extra: dict | None, training: bool) -> dict:
 def check_training_sampling(args) -> None:
     """Refuse sampling settings the training loss cannot follow (one line naming the key and the way out)."""
     if args.repetition_penalty is not None and float(args.repetition_penalty) != 1.0:
-        raise ValueError(f"repetition_penalty: {args.repetition_penalty} changes the sampling distribution, which the "
+        raise RecipeError(f"repetition_penalty: {args.repetition_penalty} changes the sampling distribution, which the "
                          f"loss (softmax(logits / temperature)) would not follow; use 1.0 for training "
                          f"(`rlreason eval --repetition_penalty` applies it when evaluating)")
     if args.min_p not in (None, 0, 0.0):
-        raise ValueError(f"min_p: {args.min_p} truncates the sampling distribution, which the loss would not "
+        raise RecipeError(f"min_p: {args.min_p} truncates the sampling distribution, which the loss would not "
                          f"follow; leave it unset for training (`rlreason eval --min_p` applies it when evaluating)")
     check_generation_kwargs(args.generation_kwargs, training=True)
 

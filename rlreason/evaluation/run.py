@@ -43,6 +43,9 @@ class EvalArgs:
     ks: tuple[int, ...] = (1, 2, 4, 8)
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int = 0
+    min_p: float | None = None
+    repetition_penalty: float = 1.0  # sampled evaluation only; greedy stays argmax decoding
     cot: bool = False
     branches: int = 5
     two_attempts: bool = False
@@ -112,7 +115,8 @@ def evaluate_all(model, tokenizer, rows, args: EvalArgs) -> dict:
     if args.n > 0:
         transformers.set_seed(args.seed)
         result["sampled"] = evaluate_sampled(model, tokenizer, rows, n=args.n, ks=args.ks, temperature=args.temperature,
-                                             top_p=args.top_p, **common)
+                                             top_p=args.top_p, top_k=args.top_k, min_p=args.min_p,
+                                             repetition_penalty=args.repetition_penalty, **common)
     if args.cot:
         result["cot_decoding"] = cot_decoding(model, tokenizer, rows, branches=args.branches, **common)
     if args.two_attempts:
@@ -225,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ks", type=_ks, help="comma-separated k values, each <= --n")
     p.add_argument("--temperature", type=float)
     p.add_argument("--top_p", type=float, default=1.0)
+    p.add_argument("--top_k", type=int, default=0, help="sampled evaluation: keep the k likeliest tokens (0: off)")
+    p.add_argument("--min_p", type=float, help="sampled evaluation: drop tokens below min_p * p(top token)")
+    p.add_argument("--repetition_penalty", type=float, default=1.0, help="sampled evaluation (1.0: off)")
     p.add_argument("--cot", action="store_true", help="also run CoT-decoding (branch on the first token)")
     p.add_argument("--branches", type=int, default=5, help="first-token branches for CoT-decoding")
     p.add_argument("--two_attempts", action="store_true", help="SCoRe two-attempt self-correction metrics")
@@ -247,7 +254,8 @@ def parse_args(argv: list[str]) -> EvalArgs:
     if "task" not in values:
         build_parser().error("give --task NAME or --preset NAME")
     args = EvalArgs(model=ns.model, adapter=ns.adapter, merge=ns.merge, path=ns.path, split=ns.split, limit=ns.limit,
-                    batch_size=ns.batch_size, greedy=not ns.no_greedy, top_p=ns.top_p, cot=ns.cot,
+                    batch_size=ns.batch_size, greedy=not ns.no_greedy, top_p=ns.top_p, top_k=ns.top_k,
+                    min_p=ns.min_p, repetition_penalty=ns.repetition_penalty, cot=ns.cot,
                     branches=ns.branches, two_attempts=ns.two_attempts, dtype=ns.dtype, seed=ns.seed,
                     system_prompt=ns.system_prompt, answer_instruction=ns.answer_instruction,
                     task_options=ns.task_options, output_dir=ns.output_dir, progress=not ns.no_progress, **values)
