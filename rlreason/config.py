@@ -40,6 +40,7 @@ class RecipeArgs:
     # task and data (names as in TRL's ScriptArguments where they exist)
     task: str = "arithmetic"
     dataset_name: str | None = None
+    eval_dataset_name: str | None = None  # the test split's data set when it is another one (MATH-500 after MATH train)
     dataset_train_split: str = "train"
     dataset_test_split: str = "test"
     max_train_samples: int | None = None
@@ -290,7 +291,7 @@ def _check_names(args: RecipeArgs) -> None:
         raise RecipeError(f"unknown task '{args.task}': valid choices are {', '.join(sorted(TASKS))}")
     if args.model_name_or_path is None and args.tiny_model is None:
         raise RecipeError("the recipe needs model_name_or_path (a hub name or a local folder) or tiny_model")
-    for key in ("model_name_or_path", "dataset_name"):
+    for key in ("model_name_or_path", "dataset_name", "eval_dataset_name"):
         value = getattr(args, key)
         if value and _looks_like_path(value) and not Path(value).expanduser().exists():
             raise RecipeError(f"{key}: file or folder not found: {value}")

@@ -14,13 +14,15 @@ def load_rows(args, split: str, limit: int | None = None):
     """The recipe's task rows for one split (hub name or local file in dataset_name).
 
     The task's own seed lives in task_options, apart from the training seed, so that every stage
-    of a run is evaluated on the same held-out problems."""
+    of a run is evaluated on the same held-out problems. The test split comes from eval_dataset_name when
+    the recipe names one (train on MATH's train set, evaluate on MATH-500)."""
     from rlreason.tasks import load_task
 
+    evaluating = split == args.dataset_test_split and getattr(args, "eval_dataset_name", None)
     return load_task(
         args.task,
         split,
-        path=args.dataset_name,
+        path=args.eval_dataset_name if evaluating else args.dataset_name,
         limit=limit,
         system_prompt=args.system_prompt,
         answer_instruction=args.answer_instruction,

@@ -22,7 +22,7 @@ PRESETS: dict[str, dict] = {
     "humaneval": {"task": "humaneval", "reward": "rewards.code.unit_tests", "max_completion_length": 512,
                   "n": 10, "ks": (1, 5, 10), "temperature": 0.8},
 }
-CODE_TASKS = {"humaneval"}
+CODE_TASKS = {"humaneval", "mbpp"}
 
 
 @dataclass
@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter", help="a saved peft LoRA adapter folder to put on top of --model")
     p.add_argument("--merge", action="store_true", help="merge the adapter into the weights before evaluating")
     p.add_argument("--preset", choices=sorted(PRESETS), help="task, scorer and budgets for a benchmark")
-    p.add_argument("--task", help="task name (arithmetic, gsm8k, math, humaneval)")
+    p.add_argument("--task", help="task name (arithmetic, gsm8k, math, humaneval, mbpp)")
     p.add_argument("--path", help="local data file (JSONL / parquet) or hub name for the task")
     p.add_argument("--split", default="test")
     p.add_argument("--limit", type=int, help="evaluate on the first N problems")
