@@ -64,15 +64,16 @@ def star_raw(model_dir, out):
             "eval_max_completion_length": 8, "rationalization": False, "threshold": 0.0, "output_dir": str(out), "seed": 0, "disable_tqdm": True}
 
 
-def test_star_round_samples_each_problem_once_under_ddp(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("config", ["cpu-ddp.yaml", "cpu-zero3.yaml"])
+def test_star_round_samples_each_problem_once(config, tiny_model_dir, tmp_path):
     """Each rank samples 8 of the 16 problems (threshold 0 keeps every non-empty rationale); the round's data
     holds both halves."""
     recipe = tmp_path / "star.yaml"
     out = tmp_path / "run"
     recipe.write_text(yaml.safe_dump(star_raw(tiny_model_dir, out)))
-    calls = launch_counted("cpu-ddp.yaml", tmp_path / "counts", "train", str(recipe))
+    calls = launch_counted(config, tmp_path / "counts", "train", str(recipe))
     assert len(calls) == 2
-    # start and round-1 evaluation: 8 problems each, 4 per rank; sampling: 16 problems, 8 per rank
+    # under ZeRO-3 the sampling copy holds full weights (no zero.Init shards); start and round-1 evaluation: 8 problems each, 4 per rank; sampling: 16 problems, 8 per rank
     assert [prompts(c, False) for c in calls] == [8, 8] and [prompts(c, True) for c in calls] == [8, 8]
     rows = [json.loads(line) for line in (out / "round-1" / "data.jsonl").read_text().splitlines()]
     stats = json.loads((out / "round-1" / "round.json").read_text())
@@ -105,3 +106,19 @@ def test_score_before_and_after_evaluation_split_under_zero2(tiny_model_dir, tmp
                                       max_completion_length=args.eval_max_completion_length, progress=False)
         for key, value in reported[when].items():
             assert again[key] == pytest.approx(value), (when, key, again[key], value)
+
+
+def test_sft_sampled_first_attempts_split_under_ddp(tiny_model_dir, tmp_path):
+    """correction_attempts: sampled under two processes: each rank samples half of the two-turn rows' attempts."""
+    recipe = tmp_path / "sft.yaml"
+    raw = {"algorithm": "sft", "model_name_or_path": str(tiny_model_dir), "task": "arithmetic", "task_options": ARITH,
+           "learning_rate": 1e-3, "per_device_train_batch_size": 8, "max_steps": 2, "max_length": 96,
+           "gradient_checkpointing": False, "logging_steps": 1, "save_strategy": "no", "report_to": "none",
+           "eval_after_train": False, "max_train_samples": 40, "correction_fraction": 0.5,
+           "correction_attempts": "sampled", "correction_max_completion_length": 8, "output_dir": str(tmp_path / "run"),
+           "seed": 0, "disable_tqdm": True}
+    recipe.write_text(yaml.safe_dump(raw))
+    one = launch_counted(None, tmp_path / "one", "train", str(recipe), f"output_dir={tmp_path / 'single'}")
+    two = launch_counted("cpu-ddp.yaml", tmp_path / "two", "train", str(recipe))
+    total = prompts(one[0], True)
+    assert 10 <= total <= 30 and [prompts(c, True) for c in two] == [(total + 1) // 2, (total + 1) // 2]

@@ -75,7 +75,8 @@ def evaluate_after_train(recipe, model, tokenizer, record: bool = True) -> dict 
     rows = load_rows(args, args.dataset_test_split, args.max_eval_samples)
     reward = args.reward_funcs[0] if args.reward_funcs else "rewards.math.accuracy"
     result = evaluate_greedy(model, tokenizer, rows, max_completion_length=args.eval_max_completion_length,
-                             reward=reward, progress=record)
+                             reward=reward, progress=record,
+                             chat_template_kwargs=getattr(targs, "chat_template_kwargs", None))
     if not record:
         return result
     dump_json(result, Path(targs.output_dir) / "eval.json")
