@@ -113,10 +113,26 @@ def test_num_generations_eval_adds_sampled_evaluation(tiny_model_dir, tmp_path):
     assert 0.0 <= evals[0]["eval_sample_accuracy"] <= evals[0]["eval_pass@4"] <= 1.0
 
 
-def test_repetition_penalty_and_min_p_apply_in_evaluation(tiny_model_dir):
-    """`rlreason eval --repetition_penalty / --min_p` reach the sampler (EvalArgs -> evaluate_sampled)."""
-    from rlreason.evaluation.run import parse_args
+def test_repetition_penalty_and_min_p_apply_in_evaluation(tiny_model_dir, monkeypatch):
+    """`rlreason eval --repetition_penalty / --min_p / --top_k` reach the sampler of the sampled evaluation (and
+    leave greedy decoding alone); tests/test_sampling.py shows the sampler draws from the penalised distribution."""
+    from types import SimpleNamespace
 
+    from rlreason.evaluation import evaluate
+    from rlreason.evaluation.run import evaluate_all, parse_args
+
+    seen = []
+
+    def spy(model, tokenizer, prompts, **kwargs):
+        seen.append(kwargs)
+        n = kwargs.get("num_generations", 1)
+        return ["#### 1"] * (len(prompts) * n), [False] * (len(prompts) * n)
+
+    monkeypatch.setattr(evaluate, "generate_texts", spy)
     args = parse_args(["--model", tiny_model_dir, "--task", "arithmetic", "--repetition_penalty", "1.2",
-                       "--min_p", "0.1", "--top_k", "7"])
-    assert (args.repetition_penalty, args.min_p, args.top_k) == (1.2, 0.1, 7)
+                       "--min_p", "0.1", "--top_k", "7", "--n", "2", "--ks", "1,2"])
+    rows = [{"prompt": [{"role": "user", "content": "1+0"}], "answer": "1"}]
+    evaluate_all(SimpleNamespace(), None, rows, args)
+    greedy, sampled = seen
+    assert (sampled["repetition_penalty"], sampled["min_p"], sampled["top_k"]) == (1.2, 0.1, 7)
+    assert "repetition_penalty" not in greedy and greedy["do_sample"] is False
