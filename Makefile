@@ -12,7 +12,7 @@ export WANDB_SILENT ?= true
 export HF_HUB_DISABLE_TELEMETRY ?= 1
 PYTEST_ARGS ?=
 
-.PHONY: install system demo demo-full test test-slow test-cluster bench bench-rewards clean
+.PHONY: install system demo demo-full test test-slow test-cluster test-gpu bench bench-rewards clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,7 +35,7 @@ demo-full: install
 
 # Tests use one BLAS thread each: they start sandboxes, worker processes and 2-process runs on 2 cores.
 test: install
-	OMP_NUM_THREADS=1 $(PY) -m pytest -m "not slow" -q -p no:cacheprovider $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -m "not slow and not gpu" -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test-slow: install
 	OMP_NUM_THREADS=1 $(PY) -m pytest -m slow -q -p no:cacheprovider $(PYTEST_ARGS)
@@ -45,6 +45,10 @@ test-slow: install
 CLUSTER_TESTS := tests/test_distributed.py tests/test_slurm.py tests/test_preemption.py tests/test_fault_injection.py
 test-cluster: install
 	OMP_NUM_THREADS=1 $(PY) -m pytest -m slow -q -p no:cacheprovider $(CLUSTER_TESTS) $(PYTEST_ARGS)
+
+# The GPU suite: bf16, LoRA, one GPU and ZeRO-2 on every GPU present, sdpa / flash-attention (skipped without CUDA).
+test-gpu: install
+	$(PY) -m pytest -m gpu -q -p no:cacheprovider tests/gpu $(PYTEST_ARGS)
 
 bench: install
 	$(PY) -m benchmarks.bench_grpo

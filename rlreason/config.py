@@ -41,6 +41,7 @@ class RecipeArgs:
     # task and data (names as in TRL's ScriptArguments where they exist)
     task: str = "arithmetic"
     dataset_name: str | None = None
+    eval_dataset_name: str | None = None  # the test split's data set when it is another one (MATH-500 after MATH train)
     dataset_train_split: str = "train"
     dataset_test_split: str = "test"
     max_train_samples: int | None = None
@@ -317,6 +318,7 @@ def _check_names(args: RecipeArgs) -> None:
 
     check_location("model_name_or_path", args.model_name_or_path)
     check_location("dataset_name", args.dataset_name, args.dataset_train_split)
+    check_location("eval_dataset_name", args.eval_dataset_name, args.dataset_test_split)
     if args.reward_weights is not None and len(args.reward_weights) != len(args.reward_funcs):
         raise RecipeError(
             f"reward_weights has {len(args.reward_weights)} entries but reward_funcs has {len(args.reward_funcs)}"

@@ -30,9 +30,9 @@ def available_algorithms() -> list[str]:
 def _evaluate(model_path: str, recipe, label: str) -> dict:
     from rlreason.algorithms.common import load_rows
     from rlreason.evaluation import evaluate_greedy
-    from rlreason.models.loading import load_policy
+    from rlreason.models.loading import load_for_generation
 
-    model, tokenizer = load_policy(model_path)
+    model, tokenizer = load_for_generation(model_path)
     rows = load_rows(recipe.args, recipe.args.dataset_test_split, recipe.args.max_eval_samples)
     print(f"[demo] evaluating {label} on {len(rows)} held-out problems")
     return evaluate_greedy(model, tokenizer, rows, max_completion_length=recipe.args.eval_max_completion_length,

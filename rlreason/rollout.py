@@ -42,24 +42,31 @@ class Rollout:
         return self.prompt_ids.repeat_interleave(k, 0), self.prompt_mask.repeat_interleave(k, 0)
 
 
-def render_prompts(tokenizer, prompts: list) -> list[str]:
-    """Chat-message prompts through the chat template (with the generation prompt); strings unchanged."""
+def render_prompts(tokenizer, prompts: list, chat_template_kwargs: dict | None = None) -> list[str]:
+    """Chat-message prompts through the chat template (with the generation prompt and the recipe's
+    chat_template_kwargs, e.g. enable_thinking); strings unchanged."""
+    extra = dict(chat_template_kwargs or {})
+    for key in ("add_generation_prompt", "tokenize", "conversation"):
+        if key in extra:
+            raise ValueError(f"chat_template_kwargs: {key} is set by rlreason itself; remove it")
     texts = []
     for prompt in prompts:
         if isinstance(prompt, str):
             texts.append(prompt)
         elif isinstance(prompt, (list, tuple)) and all(isinstance(m, dict) for m in prompt):
-            texts.append(tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True, tokenize=False))
+            texts.append(tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True, tokenize=False,
+                                                       **extra))
         else:
             raise ValueError(f"a prompt must be a string or a list of chat messages (dicts), got {type(prompt).__name__}")
     return texts
 
 
-def encode_prompts(tokenizer, prompts: list) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_prompts(tokenizer, prompts: list, chat_template_kwargs: dict | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded (ids, mask) of the prompts; chat templates already hold their special tokens."""
     if not prompts:
         raise ValueError("generate needs at least one prompt")
-    texts = render_prompts(tokenizer, prompts)
+    texts = render_prompts(tokenizer, prompts, chat_template_kwargs)
     pad_id = _pad_id(tokenizer)
     rows = [tokenizer(t, add_special_tokens=isinstance(p, str))["input_ids"] for t, p in zip(texts, prompts)]
     width = max(len(r) for r in rows)
@@ -130,36 +137,38 @@ def completion_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Te
 
 def generate(model, tokenizer, prompts: list, *, num_generations: int = 1, max_completion_length: int = 64,
              temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, do_sample: bool = True,
-             return_logprobs: bool = False, batch_size: int | None = None) -> Rollout:
+             min_p: float | None = None, repetition_penalty: float = 1.0, generation_kwargs: dict | None = None,
+             chat_template_kwargs: dict | None = None, return_logprobs: bool = False,
+             batch_size: int | None = None) -> Rollout:
     """Sample `num_generations` completions for each prompt (greedy when do_sample is False).
 
-    batch_size is the number of prompts per `model.generate` call (None: all at once). The model runs in
-    eval mode under torch.no_grad and is put back in its previous mode. With return_logprobs, `logprobs`
-    holds the log-probs of the sampled tokens from a forward pass at the sampling temperature (1.0 for
-    greedy), exactly what `completion_logprobs` gives for the same rows. completion_ids are padded to the
-    longest completion in the rollout (at most max_completion_length)."""
-    from transformers import GenerationConfig
-
+    The generation config is built from these arguments alone (rlreason.sampling): nothing comes from the
+    model's generation_config but its eos ids. batch_size is the number of prompts per `model.generate` call
+    (None: all at once). The model runs in eval mode under torch.no_grad and is put back in its previous mode.
+    With return_logprobs, `logprobs` holds the log-probs of the sampled tokens from a forward pass at the
+    sampling temperature (1.0 for greedy), exactly what `completion_logprobs` gives for the same rows.
+    completion_ids are padded to the longest completion in the rollout (at most max_completion_length)."""
     from rlreason.models.parallel import unwrap_parallel
+    from rlreason.sampling import build_generation_config, recipe_generation
 
     top_p, top_k = 1.0 if top_p is None else top_p, top_k or 0  # None means "off", as in GRPOConfig
     _check_options(num_generations, max_completion_length, temperature, top_p, top_k, do_sample, batch_size)
     model = unwrap_parallel(model)
     k = num_generations
-    prompt_ids, prompt_mask = encode_prompts(tokenizer, prompts)
+    prompt_ids, prompt_mask = encode_prompts(tokenizer, prompts, chat_template_kwargs)
     eos_ids = eos_token_ids(model, tokenizer)
     pad_id = _pad_id(tokenizer)
-    sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k) if do_sample else \
-        dict(do_sample=False, temperature=None, top_p=None, top_k=None)
-    config = GenerationConfig(max_new_tokens=max_completion_length, eos_token_id=eos_ids, pad_token_id=pad_id,
-                              bos_token_id=tokenizer.bos_token_id, use_cache=True, **sampling)
+    config = build_generation_config(do_sample=do_sample, temperature=temperature, top_p=top_p, top_k=top_k,
+                                     min_p=min_p, repetition_penalty=repetition_penalty,
+                                     max_new_tokens=max_completion_length, eos_token_id=eos_ids, pad_token_id=pad_id,
+                                     bos_token_id=tokenizer.bos_token_id, generation_kwargs=generation_kwargs)
     device = next(model.parameters()).device
     per_call = batch_size or len(prompts)
     chunks = []
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), recipe_generation(model, config):
             for start in range(0, len(prompts), per_call):
                 ids, mask = prompt_ids[start:start + per_call], prompt_mask[start:start + per_call]
                 keep = mask.any(0).nonzero()

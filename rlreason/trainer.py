@@ -19,6 +19,7 @@ from rlreason.advantages import get_advantage
 from rlreason.losses import get_policy_loss
 from rlreason.models.parallel import model_for_evaluation, unwrap_parallel
 from rlreason.rollout import completion_logprobs, generate
+from rlreason.sampling import check_training_sampling, training_sampling
 from rlreason.scoring import RewardScorer
 
 
@@ -29,6 +30,7 @@ class OnlineRLTrainer(Trainer):
 
     def __init__(self, model, args, train_dataset, processing_class, reward_funcs, reward_weights=None,
                  peft_config=None, callbacks=None, eval_dataset=None, eval_max_completion_length=None):
+        check_training_sampling(args)  # repetition_penalty / min_p / generation_kwargs the loss cannot follow
         if peft_config is not None:
             from peft import get_peft_model
 
@@ -143,8 +145,7 @@ class OnlineRLTrainer(Trainer):
         start = time.perf_counter()
         with _unwrap_for_generation(self.model_wrapped, self.accelerator, args) as gen_model:
             rollout = generate(gen_model, self.processing_class, [r["prompt"] for r in rows], num_generations=k,
-                               max_completion_length=args.max_completion_length, temperature=args.temperature,
-                               top_p=args.top_p, top_k=args.top_k or 0, do_sample=True)
+                               max_completion_length=args.max_completion_length, **training_sampling(args))
         gen_seconds = time.perf_counter() - start
         completion_ids, completion_mask = rollout.completion_ids.to(device), rollout.completion_mask.to(device)
         if args.mask_truncated_completions:
@@ -209,18 +210,29 @@ class OnlineRLTrainer(Trainer):
 
     # ----------------------------------------------------------------------------------- evaluation
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
-        """Greedy accuracy on the held-out rows (every eval_steps with eval_strategy: steps), logged as eval_*."""
-        from rlreason.evaluation import evaluate_greedy
+        """Greedy accuracy on the held-out rows (every eval_steps with eval_strategy: steps), logged as eval_*;
+        with num_generations_eval, also that many samples per problem at the training sampling settings
+        (eval_sample_accuracy, eval_pass@N). Every rank takes its share of the problems."""
+        from rlreason.evaluation import evaluate_greedy, evaluate_sampled
 
         rows = eval_dataset if eval_dataset is not None else self.eval_dataset
         metrics = {}
         if rows is not None:
+            args, common = self.args, dict(reward=self.scorer.names[0], progress=False,
+                                           max_completion_length=self.eval_max_completion_length,
+                                           chat_template_kwargs=self.args.chat_template_kwargs)
             with model_for_evaluation(self) as model:
-                if model is not None:
-                    result = evaluate_greedy(model, self.processing_class, rows, reward=self.scorer.names[0],
-                                             max_completion_length=self.eval_max_completion_length, progress=False)
-                    if self.is_world_process_zero():
-                        metrics = {f"{metric_key_prefix}_accuracy": result["accuracy"]}
+                result = evaluate_greedy(model, self.processing_class, rows, **common)
+                found = {f"{metric_key_prefix}_accuracy": result["accuracy"]}
+                if args.num_generations_eval:
+                    n = int(args.num_generations_eval)
+                    sampled = evaluate_sampled(model, self.processing_class, rows, n=n, ks=(1, n),
+                                               temperature=args.temperature, top_p=args.top_p,
+                                               top_k=args.top_k or 0, **common)
+                    found[f"{metric_key_prefix}_sample_accuracy"] = sampled["sample_accuracy"]
+                    found[f"{metric_key_prefix}_pass@{n}"] = sampled["pass_at_k"][str(n)]
+                if self.is_world_process_zero():
+                    metrics = found
             if metrics:
                 self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)

@@ -146,6 +146,32 @@ def test_killed_between_rounds_resumes_at_the_next_round(hint_reader, tmp_path, 
     assert json.loads((out / "stage.json").read_text())["model"] == str(out / "round-2")
 
 
+def test_round_files_are_written_atomically(hint_reader, tmp_path, monkeypatch):
+    """Killed while round.json is being put in place: no round.json (the round is not finished), data.jsonl whole,
+    no temporary file left; the rerun redoes the round and finishes it."""
+    import os
+
+    from rlreason.algorithms import star
+
+    out, real_replace, replaced = tmp_path / "run", os.replace, []
+
+    def killed_at_round_json(src, dst):
+        if Path(dst).name == "round.json":
+            assert json.loads(Path(src).read_text())["round"] == 1  # the whole file, ready before the rename
+            raise KeyboardInterrupt("killed")
+        replaced.append(Path(dst).name)
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(star.os, "replace", killed_at_round_json)
+    with pytest.raises(KeyboardInterrupt):
+        run(star_recipe(hint_reader, out, eval_after_train=False))
+    assert "data.jsonl" in replaced and not (out / "round-1" / "round.json").exists()
+    assert len(saved_rows(out)) > 0 and not [p for p in (out / "round-1").iterdir() if ".tmp-" in p.name]
+    monkeypatch.setattr(star.os, "replace", real_replace)
+    run(star_recipe(hint_reader, out, eval_after_train=False))
+    assert json.loads((out / "round-1" / "round.json").read_text())["dataset_size"] == len(saved_rows(out))
+
+
 def test_star_from_the_last_round_when_asked(hint_reader, tmp_path, monkeypatch):
     from rlreason.algorithms import star
 

@@ -17,15 +17,18 @@ def load_rows(args, split: str, limit: int | None = None):
     """The recipe's task rows for one split (hub name or local file in dataset_name).
 
     The task's own seed lives in task_options, apart from the training seed, so that every stage
-    of a run is evaluated on the same held-out problems."""
+    of a run is evaluated on the same held-out problems. The test split comes from eval_dataset_name when
+    the recipe names one (train on MATH's train set, evaluate on MATH-500)."""
     import json
 
     from rlreason.tasks import load_task
 
-    key = (args.task, split, args.dataset_name, limit, args.system_prompt, args.answer_instruction,
+    evaluating = split == args.dataset_test_split and getattr(args, "eval_dataset_name", None)
+    path = args.eval_dataset_name if evaluating else args.dataset_name
+    key = (args.task, split, path, limit, args.system_prompt, args.answer_instruction,
            json.dumps(args.task_options, sort_keys=True, default=str))
     if key not in _ROWS:
-        _ROWS[key] = load_task(args.task, split, path=args.dataset_name, limit=limit,
+        _ROWS[key] = load_task(args.task, split, path=path, limit=limit,
                                system_prompt=args.system_prompt, answer_instruction=args.answer_instruction,
                                **args.task_options)
     return _ROWS[key]
@@ -107,7 +110,8 @@ def evaluate_after_train(recipe, model, tokenizer, record: bool = True) -> dict 
     rows = load_rows(args, args.dataset_test_split, args.max_eval_samples)
     reward = args.reward_funcs[0] if args.reward_funcs else "rewards.math.accuracy"
     result = evaluate_greedy(model, tokenizer, rows, max_completion_length=args.eval_max_completion_length,
-                             reward=reward, progress=record)
+                             reward=reward, progress=record,
+                             chat_template_kwargs=getattr(targs, "chat_template_kwargs", None))
     if not record:
         return result
     dump_json(result, Path(targs.output_dir) / "eval.json")

@@ -9,12 +9,15 @@ from rlreason.algorithms.common import finish_run, load_rows, prepare_model_path
 
 def train(recipe) -> str:
     """Run GRPO as the recipe says (our engine, or TRL's GRPOTrainer with `backend: trl`)."""
-    from rlreason.models.loading import load_policy, lora_config
+    from rlreason.models.loading import load_policy_for_training, lora_config
+    from rlreason.sampling import check_training_sampling
     from rlreason.tracking import MetricsJsonlCallback
 
     args, targs = recipe.args, recipe.training_args
+    if args.backend == "rlreason":
+        check_training_sampling(targs)  # before the model loads: one line for what the loss cannot follow
     start_run(recipe)
-    model, tokenizer = load_policy(prepare_model_path(args, targs.output_dir), args.dtype, args.attn_implementation)
+    model, tokenizer = load_policy_for_training(args, targs, prepare_model_path(args, targs.output_dir))
     rows = load_rows(args, args.dataset_train_split, args.max_train_samples)
     eval_rows = None  # eval_strategy: steps -> greedy accuracy on the test split every eval_steps
     if targs.eval_strategy != "no":

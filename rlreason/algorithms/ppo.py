@@ -121,14 +121,14 @@ def _masked_var(x, mask):
 
 def train(recipe) -> str:
     """Run PPO as the recipe says; the saved model carries the value head as `v_head.*` weights."""
-    from rlreason.models.loading import load_policy, lora_config
+    from rlreason.models.loading import load_policy_for_training, lora_config
     from rlreason.tracking import MetricsJsonlCallback
 
     args, targs = recipe.args, recipe.training_args
     if targs.advantage_estimator != "gae":
         targs.advantage_estimator = "gae"
     start_run(recipe)
-    model, tokenizer = load_policy(prepare_model_path(args, targs.output_dir), args.dtype, args.attn_implementation)
+    model, tokenizer = load_policy_for_training(args, targs, prepare_model_path(args, targs.output_dir))
     rows = load_rows(args, args.dataset_train_split, args.max_train_samples)
     eval_rows = load_rows(args, args.dataset_test_split, args.max_eval_samples) if targs.eval_strategy != "no" else None
     peft = lora_config(args)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from rlreason.algorithms.common import finish_run, load_rows, prepare_model_path, run_training, start_run
 from rlreason.config import dump_json
 from rlreason.rollout import SELF_CORRECTION_INSTRUCTION, generate, generate_second_attempt
+from rlreason.sampling import check_training_sampling, training_sampling
 from rlreason.trainer import OnlineRLTrainer, _unwrap_for_generation, split_micro_batches
 
 
@@ -68,8 +69,7 @@ class ScoreTrainer(OnlineRLTrainer):
         args, k, device = self.args, self.args.num_generations, self.args.device
         rows = [r for mb in micro_batches for r in mb]
         prompts = [r["prompt"] for r in rows]
-        sampling = dict(max_completion_length=args.max_completion_length, temperature=args.temperature,
-                        top_p=args.top_p, top_k=args.top_k or 0, do_sample=True)
+        sampling = dict(max_completion_length=args.max_completion_length, **training_sampling(args))
         start = time.perf_counter()
         with _unwrap_for_generation(self.model_wrapped, self.accelerator, args) as gen_model:
             first = generate(gen_model, self.processing_class, prompts, num_generations=k, **sampling)
@@ -102,7 +102,7 @@ class ScoreTrainer(OnlineRLTrainer):
         return split_micro_batches(batch, len(micro_batches))
 
     def evaluate_attempts(self, rows, **kwargs) -> dict | None:
-        """evaluate_two_attempts on the current weights (see model_for_evaluation); None on other ranks."""
+        """evaluate_two_attempts on the current weights, every rank taking its share (see model_for_evaluation)."""
         from rlreason.evaluation import evaluate_two_attempts
         from rlreason.models.parallel import model_for_evaluation
 
@@ -136,12 +136,13 @@ class ScoreTrainer(OnlineRLTrainer):
 
 def train(recipe) -> str:
     """Stage I then stage II; writes stage.json with the two-attempt metrics before and after training."""
-    from rlreason.models.loading import load_policy, lora_config
+    from rlreason.models.loading import load_policy_for_training, lora_config
     from rlreason.tracking import MetricsJsonlCallback
 
     args, targs = recipe.args, recipe.training_args
+    check_training_sampling(targs)  # before the model loads
     start_run(recipe)
-    model, tokenizer = load_policy(prepare_model_path(args, targs.output_dir), args.dtype, args.attn_implementation)
+    model, tokenizer = load_policy_for_training(args, targs, prepare_model_path(args, targs.output_dir))
     test_rows = load_rows(args, args.dataset_test_split, args.max_eval_samples)
     two = dict(reward=args.reward_funcs[0], max_completion_length=args.eval_max_completion_length,
                instruction=targs.correction_instruction)

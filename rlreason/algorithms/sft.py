@@ -94,16 +94,22 @@ def with_correction_turns(rows: Dataset, fraction: float, instruction: str, seed
 
 def attempt_sampler(model, tokenizer, temperature: float, max_completion_length: int, seed: int,
                     batch_size: int = 128) -> Callable[[list], list[str]]:
-    """prompts -> one sampled completion each from `model` (seeded, in batches): the 'sampled' first attempts."""
+    """prompts -> one sampled completion each from `model` (seeded, in batches): the 'sampled' first attempts,
+    split across the processes of a run and gathered (rlreason.ranks), so each prompt is sampled once."""
+    from rlreason.ranks import is_main, map_across_ranks
     from rlreason.rollout import generate
 
-    def sample(prompts: list) -> list[str]:
-        torch.manual_seed(seed)
+    def share_of(prompts: list) -> list[str]:
         texts: list[str] = []
-        for start in tqdm(range(0, len(prompts), batch_size), desc="first attempts", unit="batch"):
+        for start in tqdm(range(0, len(prompts), batch_size), desc="first attempts", unit="batch",
+                          disable=not is_main()):
             texts += generate(model, tokenizer, prompts[start:start + batch_size],
                               max_completion_length=max_completion_length, temperature=temperature).texts
         return texts
+
+    def sample(prompts: list) -> list[str]:
+        torch.manual_seed(seed)
+        return map_across_ranks(share_of, prompts)
 
     return sample
 
@@ -124,24 +130,28 @@ def train(recipe) -> str:
     """Run SFT as the recipe says; returns the folder of the final model (or adapter)."""
     from trl import SFTTrainer
 
-    from rlreason.models.loading import load_policy, lora_config
+    from rlreason.models.loading import load_for_generation, load_policy_for_training, lora_config
+    from rlreason.ranks import is_main
     from rlreason.tracking import MetricsJsonlCallback
 
     args, targs = recipe.args, recipe.training_args
+    targs.device  # sets up the process group of an `accelerate launch` run before sampling is split
     start_run(recipe)
     model_path = prepare_model_path(args, targs.output_dir)
-    model, tokenizer = load_policy(model_path, args.dtype, args.attn_implementation)
+    model, tokenizer = load_policy_for_training(args, targs, model_path)
     train_rows = to_prompt_completion(load_rows(args, args.dataset_train_split, args.max_train_samples))
     if targs.correction_fraction:
         from rlreason.rollout import SELF_CORRECTION_INSTRUCTION
 
-        sampler = None
-        if targs.correction_attempts == "sampled":
-            sampler = attempt_sampler(model, tokenizer, targs.correction_temperature,
+        sampler, sampling_model = None, None
+        if targs.correction_attempts == "sampled":  # a copy on the accelerator (full weights even under ZeRO-3)
+            sampling_model, _ = load_for_generation(model_path, args.dtype, args.attn_implementation)
+            sampler = attempt_sampler(sampling_model, tokenizer, targs.correction_temperature,
                                       targs.correction_max_completion_length, targs.seed)
         train_rows = with_correction_turns(train_rows, targs.correction_fraction,
                                            targs.correction_instruction or SELF_CORRECTION_INSTRUCTION, targs.seed,
                                            sample_attempts=sampler)
+        del sampling_model
     eval_rows = None
     if targs.eval_strategy != "no":  # eval_loss on the test split's worked solutions, every eval_steps
         eval_rows = to_prompt_completion(load_rows(args, args.dataset_test_split, args.max_eval_samples))
@@ -156,6 +166,6 @@ def train(recipe) -> str:
     )
     run_training(trainer, targs)
     trainer.save_model(targs.output_dir)
-    if trainer.is_world_process_zero():
+    if is_main():
         tokenizer.save_pretrained(targs.output_dir)
     return finish_run(recipe, trainer, Path(targs.output_dir))

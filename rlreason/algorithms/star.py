@@ -5,6 +5,12 @@ Layout of output_dir: weak-start/ (optional short SFT that makes the start model
 accuracy), round-<i>/ with data.jsonl (the round's rationales, prompts without any hint), the round's model and
 round.json (its metrics); metrics.jsonl (one row per round), eval.json (final accuracy), stage.json (for the
 demo report). A round whose round.json exists is finished: a rerun skips it and samples from its model.
+round.json and data.jsonl are written atomically (a temporary file, then os.replace), so a killed run never
+leaves a half-written one.
+
+Sampling and evaluation load the round's model on each process's accelerator (load_for_generation) and split the
+problems across the processes of an `accelerate launch` run (rlreason.ranks); the first process writes the files,
+and every process fine-tunes (SFTTrainer under DDP / DeepSpeed).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,10 +73,19 @@ def with_hint(prompt: list[dict], hint: str) -> list[dict]:
 
 
 def verify(rows: list[dict], texts: list[str], k: int, reward, threshold: float) -> list[list[str]]:
-    """Per row, the sampled completions (k per row, grouped) whose reward reaches the threshold."""
+    """Per row, the sampled completions (k per row, grouped) whose reward reaches the threshold (scored split
+    across the processes of a run)."""
+    from rlreason.ranks import map_across_ranks
+
     expanded = [r for r in rows for _ in range(k)]
-    columns = {c: [r.get(c) for r in expanded] for c in expanded[0] if c != "prompt"} if expanded else {}
-    total = reward([r["prompt"] for r in expanded], texts, **columns).total
+
+    def score_share(pairs: list) -> list[float]:
+        if not pairs:
+            return []
+        columns = {c: [r.get(c) for r, _ in pairs] for c in pairs[0][0] if c != "prompt"}
+        return [float(v) for v in reward([r["prompt"] for r, _ in pairs], [t for _, t in pairs], **columns).total]
+
+    total = map_across_ranks(score_share, list(zip(expanded, texts)))
     return [[t for t, v in zip(texts[i * k:(i + 1) * k], total[i * k:(i + 1) * k]) if v >= threshold]
             for i in range(len(rows))]
 
@@ -133,7 +149,8 @@ def fine_tune(recipe, model_path: str, rows: list[dict], output_dir: Path, max_s
     from datasets import Dataset
     from trl import SFTTrainer
 
-    from rlreason.models.loading import load_policy, lora_config
+    from rlreason.models.loading import load_policy_for_training, lora_config
+    from rlreason.ranks import is_main
     from rlreason.tracking import MetricsJsonlCallback
 
     args = recipe.args
@@ -143,28 +160,61 @@ def fine_tune(recipe, model_path: str, rows: list[dict], output_dir: Path, max_s
     for key, value in overrides.items():
         if value is not None:
             setattr(targs, key, value)
-    model, tokenizer = load_policy(model_path, args.dtype, args.attn_implementation)
+    model, tokenizer = load_policy_for_training(args, targs, model_path)
     data = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
     trainer = SFTTrainer(model=model, args=targs, train_dataset=data, processing_class=tokenizer,
                          peft_config=lora_config(args), callbacks=[MetricsJsonlCallback(str(output_dir))])
     run_training(trainer, targs)
     trainer.save_model(str(output_dir))
-    tokenizer.save_pretrained(str(output_dir))
+    if is_main():
+        tokenizer.save_pretrained(str(output_dir))
 
 
 def held_out(recipe, model_path: str) -> dict | None:
     """Greedy accuracy of the model at model_path on the recipe's test split (None when eval_after_train is off)."""
     from rlreason.evaluation import evaluate_greedy
-    from rlreason.models.loading import load_policy
+    from rlreason.models.loading import load_for_generation
 
     args = recipe.args
     if not args.eval_after_train:
         return None
-    model, tokenizer = load_policy(model_path, args.dtype, args.attn_implementation)
+    model, tokenizer = load_for_generation(model_path, args.dtype, args.attn_implementation)
     rows = load_rows(args, args.dataset_test_split, args.max_eval_samples)
-    return evaluate_greedy(model, tokenizer, rows, max_completion_length=args.eval_max_completion_length,
-                           reward=args.reward_funcs[0] if args.reward_funcs else "rewards.math.accuracy",
-                           progress=False)
+    result = evaluate_greedy(model, tokenizer, rows, max_completion_length=args.eval_max_completion_length,
+                             reward=args.reward_funcs[0] if args.reward_funcs else "rewards.math.accuracy",
+                             progress=False)
+    _free(model)
+    return result
+
+
+def _free(model) -> None:
+    """Drop a sampling copy of the weights before the next fine-tuning needs the memory."""
+    import gc
+
+    import torch
+
+    del model
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """`text` into `path` through a temporary file and os.replace: readers see the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with tmp.open("w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json_atomically(obj, path: Path) -> None:
+    write_atomically(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
 def _accuracy(result: dict | None) -> float | None:
@@ -201,14 +251,18 @@ def weak_start(recipe, model_path: str, rows: list[dict], out: Path) -> str:
     from rlreason.algorithms.sft import to_prompt_completion
 
     path = out / "weak-start"
-    if not (path / "done.json").is_file():
+    from rlreason.ranks import barrier, broadcast, is_main
+
+    if not broadcast((path / "done.json").is_file()):
         from datasets import Dataset
 
         data = to_prompt_completion(Dataset.from_list(rows))
         targs = recipe.training_args
         fine_tune(recipe, model_path, list(data), path, targs.weak_start_steps, targs.seed,
                   learning_rate=targs.weak_start_learning_rate, per_device_train_batch_size=targs.weak_start_batch_size)
-        dump_json({"examples": len(rows), "steps": targs.weak_start_steps}, path / "done.json")
+        if is_main():
+            write_json_atomically({"examples": len(rows), "steps": targs.weak_start_steps}, path / "done.json")
+        barrier()
     return str(path)
 
 
@@ -217,65 +271,72 @@ def train(recipe) -> str:
     import rewards
     from transformers import set_seed
 
-    from rlreason.models.loading import load_policy
+    from rlreason.models.loading import load_for_generation
+    from rlreason.ranks import barrier, broadcast, is_main
     from rlreason.tracking import MetricsJsonl
 
     args, targs = recipe.args, recipe.training_args
     out = Path(targs.output_dir)
+    targs.device  # sets up the process group of an `accelerate launch` run (as the trainer would) before any split
     start_run(recipe)
     weak_rows, problems = split_rows(recipe)
     base = prepare_model_path(args, str(out))
     if targs.weak_start_steps > 0:
         base = weak_start(recipe, base, weak_rows, out)
-    if (out / "start.json").is_file():
+    if broadcast((out / "start.json").is_file()):
         start = json.loads((out / "start.json").read_text())
     else:
         start = {"model": base, "accuracy": _accuracy(held_out(recipe, base))}
-        dump_json(start, out / "start.json")
+        if is_main():
+            write_json_atomically(start, out / "start.json")
     print(f"[star] start model {base}: held-out accuracy {start['accuracy']}", flush=True)
     reward = rewards.RewardSet(args.reward_funcs, args.reward_weights)
-    sink = MetricsJsonl(out / "metrics.jsonl")
+    sink = MetricsJsonl(out / "metrics.jsonl") if is_main() else None
     current, history = base, []
     for i in range(1, targs.iterations + 1):
         rdir = out / f"round-{i}"
-        if (rdir / "round.json").is_file():  # finished before (resume): sample the next round from its model
+        if broadcast((rdir / "round.json").is_file()):  # finished before (resume): sample from its model
             history.append(json.loads((rdir / "round.json").read_text()))
             current = str(rdir)
             continue
         t0 = time.time()
         set_seed(targs.seed + i)
-        model, tokenizer = load_policy(current, args.dtype, args.attn_implementation)
+        model, tokenizer = load_for_generation(current, args.dtype, args.attn_implementation)
         data, counts = collect(model, tokenizer, problems, targs, reward)
-        del model
+        _free(model)
         if not data:
             raise ValueError(f"star round {i}: no rationale was verified on {len(problems)} problems; start from a "
                              f"stronger model (weak_start_steps), raise k, or lower threshold")
-        rdir.mkdir(parents=True, exist_ok=True)
-        with (rdir / "data.jsonl").open("w") as f:
-            for row in data:
-                f.write(json.dumps(row) + "\n")
+        if is_main():
+            write_atomically(rdir / "data.jsonl", "".join(json.dumps(row) + "\n" for row in data))
         steps = math.ceil(targs.max_steps * targs.steps_growth ** (i - 1))
         fine_tune(recipe, base if targs.star_from_base else current, data, rdir, steps, targs.seed + i)
+        barrier()  # the round's model is saved before any process loads it
         result = held_out(recipe, str(rdir))
-        if result is not None:
-            dump_json(result, rdir / "eval.json")
         metrics = {"round": i, "steps": steps, **counts, "eval_accuracy": _accuracy(result),
                    "seconds": round(time.time() - t0, 1)}
-        dump_json(metrics, rdir / "round.json")  # written last: the round counts as finished only now
-        log_round(sink, i, metrics)
-        print(f"[star] round {i}: {json.dumps(metrics)}", flush=True)
+        if is_main():
+            if result is not None:
+                write_json_atomically(result, rdir / "eval.json")
+            write_json_atomically(metrics, rdir / "round.json")  # written last: the round counts as finished now
+            log_round(sink, i, metrics)
+            print(f"[star] round {i}: {json.dumps(metrics)}", flush=True)
+        barrier()
         history.append(metrics)
         current = str(rdir)
     final = out / f"round-{targs.iterations}"
-    if (final / "eval.json").is_file():
-        result = json.loads((final / "eval.json").read_text())
-        dump_json(result, out / "eval.json")
-        log_eval(str(out), {"eval/accuracy": result["accuracy"], "eval/n": result["n"]})
-        print(f"held-out greedy accuracy: {result['accuracy']:.3f} on {result['n']} problems")
-    dump_json({"start_accuracy": start["accuracy"], "model": str(final),
-               "rounds": [{k: h.get(k) for k in ("round", "frac_solved_by_sampling", "frac_solved_by_rationalization",
-                                                 "dataset_size", "eval_accuracy")} for h in history]},
-              out / "stage.json")
+    if is_main():
+        if (final / "eval.json").is_file():
+            result = json.loads((final / "eval.json").read_text())
+            dump_json(result, out / "eval.json")
+            log_eval(str(out), {"eval/accuracy": result["accuracy"], "eval/n": result["n"]})
+            print(f"held-out greedy accuracy: {result['accuracy']:.3f} on {result['n']} problems")
+        dump_json({"start_accuracy": start["accuracy"], "model": str(final),
+                   "rounds": [{k: h.get(k) for k in ("round", "frac_solved_by_sampling",
+                                                     "frac_solved_by_rationalization", "dataset_size",
+                                                     "eval_accuracy")} for h in history]},
+                  out / "stage.json")
+    barrier()
     run_dir = wandb_run_dir()
     if run_dir:
         import wandb

@@ -55,22 +55,29 @@ def _decode_paths(model, tokenizer, prompts: list, branches: int, max_completion
 
     Returns per path (prompt-major, branch-minor) the completion token ids (cut after eos) and per-token margins."""
     from rlreason.rollout import encode_prompts, eos_token_ids
+    from rlreason.sampling import build_generation_config, recipe_generation
 
     prompt_ids, prompt_mask = encode_prompts(tokenizer, prompts)  # exactly as rollout.generate encodes them
     device = next(model.parameters()).device
     enc = {"input_ids": prompt_ids.to(device), "attention_mask": prompt_mask.to(device)}
     eos = eos_token_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
-    common = dict(do_sample=False, temperature=None, top_p=None, top_k=None, pad_token_id=pad,
-                  eos_token_id=eos, return_dict_in_generate=True, output_logits=True)
-    first = model.generate(**enc, max_new_tokens=1, **common).logits[0]  # (B, V)
+
+    def greedy(steps: int):  # argmax decoding from the recipe alone (nothing from the model's generation_config)
+        return build_generation_config(do_sample=False, temperature=1.0, top_p=1.0, top_k=0, min_p=None,
+                                       repetition_penalty=1.0, max_new_tokens=steps, eos_token_id=eos,
+                                       pad_token_id=pad, return_dict_in_generate=True, output_logits=True)
+
+    with recipe_generation(model, greedy(1)) as config:
+        first = model.generate(**enc, generation_config=config).logits[0]  # (B, V)
     first_tokens = first.topk(branches, dim=-1).indices  # (B, branches)
     first_margin = _margins(first).repeat_interleave(branches)
     ids = torch.cat([enc["input_ids"].repeat_interleave(branches, 0), first_tokens.reshape(-1, 1)], dim=1)
     mask = torch.cat([enc["attention_mask"].repeat_interleave(branches, 0),
                       torch.ones(ids.shape[0], 1, dtype=enc["attention_mask"].dtype, device=ids.device)], dim=1)
     if max_completion_length > 1:
-        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_completion_length - 1, **common)
+        with recipe_generation(model, greedy(max_completion_length - 1)) as config:
+            out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
         rest = out.sequences[:, ids.shape[1]:]
         rest_margin = _margins(torch.stack(out.logits, dim=1))  # (B*branches, steps)
     else:
@@ -119,17 +126,24 @@ def cot_decoding(model, tokenizer, rows, *, branches: int = 5, max_completion_le
     reward_fn = resolve_reward(reward)
     math_task = is_math(rows)
     per_batch = max(1, batch_size // branches)
-    paths: list[tuple[str, str | None, float]] = []
+    from rlreason.ranks import is_main, map_across_ranks
+
+    def share_of(batch_rows: list) -> list[list[tuple[str, str | None, float]]]:  # per row, its branches' paths
+        out = []
+        for start in tqdm(range(0, len(batch_rows), per_batch), desc=f"CoT-decoding ({branches} branches)",
+                          disable=not (progress and is_main()), unit="batch"):
+            batch = batch_rows[start:start + per_batch]
+            decoded = _decode_paths(model, tokenizer, [r["prompt"] for r in batch], branches, max_completion_length)
+            for i, row in enumerate(batch):
+                out.append([path_confidence(tokenizer, ids, marg, math_task, row.get("answer"))
+                            for ids, marg in decoded[i * branches:(i + 1) * branches]])
+        return out
+
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            for start in tqdm(range(0, len(rows), per_batch), desc=f"CoT-decoding ({branches} branches)",
-                              disable=not progress, unit="batch"):
-                batch = rows[start:start + per_batch]
-                decoded = _decode_paths(model, tokenizer, [r["prompt"] for r in batch], branches, max_completion_length)
-                for j, (ids, marg) in enumerate(decoded):
-                    paths.append(path_confidence(tokenizer, ids, marg, math_task, batch[j // branches].get("answer")))
+            paths = [p for per_row in map_across_ranks(share_of, rows) for p in per_row]
     finally:
         model.train(was_training)
     values = score([r for r in rows for _ in range(branches)], [p[0] for p in paths], reward_fn)

@@ -3,6 +3,9 @@
 Completions come from rlreason.rollout.generate and are scored by a reward function with TRL's signature
 (rewards.math.accuracy for math, rewards.code.unit_tests for code). A completion is correct when the reward
 gives it full marks (>= 1); rows where the reward returns None (does not apply) are left out of the metrics.
+
+Under `accelerate launch` every process calls these together: generation and scoring are split across the
+processes (rlreason.ranks) and gathered, so each problem is generated once and every process gets the result.
 """
 
 from __future__ import annotations
@@ -50,12 +53,21 @@ def score(rows: Sequence[dict], completions: Sequence[str], reward: Callable) ->
     reward does not apply, and where it failed (rewards.call_reward retries row by row and logs failures)."""
     from rewards import call_reward
 
+    from rlreason.ranks import map_across_ranks
+
     if len(rows) != len(completions):
         raise ValueError(f"score: {len(rows)} rows but {len(completions)} completions")
-    prompts = [r["prompt"] for r in rows]
-    columns = {key: [r.get(key) for r in rows] for key in rows[0] if key != "prompt"}
-    scores, _ = call_reward(reward, prompts, list(completions), columns)
-    return [None if v is None or math.isnan(v) else float(v) for v in scores]
+    keys = [key for key in rows[0] if key != "prompt"] if rows else []
+
+    def score_share(pairs: list) -> list[float | None]:
+        if not pairs:
+            return []
+        prompts = [r["prompt"] for r, _ in pairs]
+        columns = {key: [r.get(key) for r, _ in pairs] for key in keys}
+        scores, _ = call_reward(reward, prompts, [c for _, c in pairs], columns)
+        return [None if v is None or math.isnan(v) else float(v) for v in scores]
+
+    return map_across_ranks(score_share, list(zip(rows, completions)))
 
 
 def is_correct(value: float | None) -> bool:
@@ -72,31 +84,40 @@ def prompt_text(prompt) -> str:
 
 def generate_texts(model, tokenizer, prompts: list, *, num_generations: int = 1, max_completion_length: int = 256,
                    do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
-                   batch_size: int = 64, progress: bool = True,
+                   min_p: float | None = None, repetition_penalty: float = 1.0,
+                   chat_template_kwargs: dict | None = None, batch_size: int = 64, progress: bool = True,
                    desc: str = "generating") -> tuple[list[str], list[bool]]:
     """Completions (num_generations per prompt, grouped by prompt) and their truncation flags, in batches
-    of about batch_size sequences with a progress bar; the model is put in eval mode and restored after."""
+    of about batch_size sequences with a progress bar; the model is put in eval mode and restored after.
+    The prompts are split across the processes of a run and the completions gathered (rlreason.ranks)."""
+    from rlreason.ranks import is_main, map_across_ranks
     from rlreason.rollout import generate
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     per_batch = max(1, batch_size // num_generations)
-    texts: list[str] = []
-    truncated: list[bool] = []
+    k = num_generations
+    sampling = dict(num_generations=k, max_completion_length=max_completion_length, temperature=temperature,
+                    top_p=top_p, top_k=top_k, do_sample=do_sample, min_p=min_p, repetition_penalty=repetition_penalty,
+                    chat_template_kwargs=chat_template_kwargs)
+
+    def generate_share(share: list) -> list[tuple[list[str], list[bool]]]:
+        groups: list[tuple[list[str], list[bool]]] = []
+        starts = range(0, len(share), per_batch)
+        for start in tqdm(starts, desc=desc, disable=not (progress and is_main()), unit="batch"):
+            out = generate(model, tokenizer, share[start:start + per_batch], **sampling)
+            flags = [bool(t) for t in out.truncated.tolist()]
+            groups += [(out.texts[i * k:(i + 1) * k], flags[i * k:(i + 1) * k]) for i in range(len(out.texts) // k)]
+        return groups
+
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            starts = range(0, len(prompts), per_batch)
-            for start in tqdm(starts, desc=desc, disable=not progress, unit="batch"):
-                out = generate(model, tokenizer, prompts[start:start + per_batch], num_generations=num_generations,
-                               max_completion_length=max_completion_length, temperature=temperature, top_p=top_p,
-                               top_k=top_k, do_sample=do_sample)
-                texts.extend(out.texts)
-                truncated.extend(bool(t) for t in out.truncated.tolist())
+            groups = map_across_ranks(generate_share, prompts)
     finally:
         model.train(was_training)
-    return texts, truncated
+    return [t for texts, _ in groups for t in texts], [f for _, flags in groups for f in flags]
 
 
 def extract(text: str, gold: str | None = None) -> str | None:
@@ -122,13 +143,13 @@ def _sample(row: dict, completion: str, value: float | None, math_task: bool) ->
 
 def evaluate_greedy(model, tokenizer, rows, *, max_completion_length: int = 256, batch_size: int = 64,
                     reward: str | Callable = DEFAULT_REWARD, progress: bool = True,
-                    num_shown: int = SHOWN_SAMPLES) -> dict:
+                    num_shown: int = SHOWN_SAMPLES, chat_template_kwargs: dict | None = None) -> dict:
     """Greedy-decoding accuracy: {"accuracy", "n", "n_skipped", "truncated", "mean_completion_chars", "samples"}."""
     rows = as_rows(rows)
     reward_fn = resolve_reward(reward)
     texts, truncated = generate_texts(model, tokenizer, [r["prompt"] for r in rows], do_sample=False,
                                       max_completion_length=max_completion_length, batch_size=batch_size,
-                                      progress=progress, desc="greedy")
+                                      chat_template_kwargs=chat_template_kwargs, progress=progress, desc="greedy")
     values = score(rows, texts, reward_fn)
     scored = [is_correct(v) for v in values if v is not None]
     math_task = is_math(rows)
@@ -144,9 +165,11 @@ def evaluate_greedy(model, tokenizer, rows, *, max_completion_length: int = 256,
 
 
 def evaluate_sampled(model, tokenizer, rows, *, n: int = 8, ks: Sequence[int] = (1, 2, 4, 8),
-                     temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, max_completion_length: int = 256,
+                     temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, min_p: float | None = None,
+                     repetition_penalty: float = 1.0, max_completion_length: int = 256,
                      batch_size: int = 64, reward: str | Callable = DEFAULT_REWARD, progress: bool = True,
-                     agreement_bins: int = 4, num_shown: int = SHOWN_SAMPLES) -> dict:
+                     agreement_bins: int = 4, num_shown: int = SHOWN_SAMPLES,
+                     chat_template_kwargs: dict | None = None) -> dict:
     """n samples per problem: unbiased pass@k, maj@k self-consistency and accuracy per agreement bucket.
 
     maj@k (math rows only: they carry a gold `answer`) votes over extracted final answers, grouping
@@ -160,8 +183,10 @@ def evaluate_sampled(model, tokenizer, rows, *, n: int = 8, ks: Sequence[int] = 
     reward_fn = resolve_reward(reward)
     texts, truncated = generate_texts(model, tokenizer, [r["prompt"] for r in rows], num_generations=n,
                                       do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k,
+                                      min_p=min_p, repetition_penalty=repetition_penalty,
                                       max_completion_length=max_completion_length, batch_size=batch_size,
-                                      progress=progress, desc=f"sampling {n} per problem")
+                                      chat_template_kwargs=chat_template_kwargs, progress=progress,
+                                      desc=f"sampling {n} per problem")
     expanded = [r for r in rows for _ in range(n)]
     values = score(expanded, texts, reward_fn)
     math_task = is_math(rows)

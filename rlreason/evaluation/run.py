@@ -22,7 +22,7 @@ PRESETS: dict[str, dict] = {
     "humaneval": {"task": "humaneval", "reward": "rewards.code.unit_tests", "max_completion_length": 512,
                   "n": 10, "ks": (1, 5, 10), "temperature": 0.8},
 }
-CODE_TASKS = {"humaneval"}
+CODE_TASKS = {"humaneval", "mbpp"}
 
 
 @dataclass
@@ -43,6 +43,9 @@ class EvalArgs:
     ks: tuple[int, ...] = (1, 2, 4, 8)
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int = 0
+    min_p: float | None = None
+    repetition_penalty: float = 1.0  # sampled evaluation only; greedy stays argmax decoding
     cot: bool = False
     branches: int = 5
     two_attempts: bool = False
@@ -57,10 +60,11 @@ class EvalArgs:
 
 
 def load_for_eval(model: str, adapter: str | None = None, dtype: str = "auto", merge: bool = False):
-    """(model, tokenizer): a full model, or `model` as the base with the peft adapter at `adapter` on top."""
+    """(model, tokenizer): a full model, or `model` as the base with the peft adapter at `adapter` on top, on
+    this process's accelerator device (rlreason.models.loading.place_on_accelerator)."""
     from transformers import AutoModelForCausalLM
 
-    from rlreason.models.loading import load_model, load_tokenizer, resolve_dtype
+    from rlreason.models.loading import load_model, load_tokenizer, place_on_accelerator, resolve_dtype
 
     if model.startswith((".", "/", "~")) and not Path(model).expanduser().exists():
         raise FileNotFoundError(f"--model: no model folder at {model} (give a local folder or a hub name)")
@@ -77,7 +81,7 @@ def load_for_eval(model: str, adapter: str | None = None, dtype: str = "auto", m
     tokenizer = load_tokenizer(_tokenizer_source(model, adapter))
     if net.generation_config is not None and net.generation_config.pad_token_id is None:
         net.generation_config.pad_token_id = tokenizer.pad_token_id
-    return net.eval(), tokenizer
+    return place_on_accelerator(net).eval(), tokenizer
 
 
 def _tokenizer_source(model: str, adapter: str | None) -> str:
@@ -111,7 +115,8 @@ def evaluate_all(model, tokenizer, rows, args: EvalArgs) -> dict:
     if args.n > 0:
         transformers.set_seed(args.seed)
         result["sampled"] = evaluate_sampled(model, tokenizer, rows, n=args.n, ks=args.ks, temperature=args.temperature,
-                                             top_p=args.top_p, **common)
+                                             top_p=args.top_p, top_k=args.top_k, min_p=args.min_p,
+                                             repetition_penalty=args.repetition_penalty, **common)
     if args.cot:
         result["cot_decoding"] = cot_decoding(model, tokenizer, rows, branches=args.branches, **common)
     if args.two_attempts:
@@ -143,8 +148,11 @@ def scalar_metrics(result: dict, prefix: str = "eval/") -> dict[str, float]:
 
 
 def run_eval(args: EvalArgs) -> dict:
-    """Load, evaluate, print the table, write eval.json and accuracy_vs_k.png under args.output_dir."""
+    """Load, evaluate, print the table, write eval.json and accuracy_vs_k.png under args.output_dir.
+
+    Under `accelerate launch` the processes share the problems (rlreason.ranks); the first one writes."""
     from rlreason.evaluation.plots import plot_accuracy_vs_k
+    from rlreason.ranks import is_main
     from rlreason.tasks import load_task
 
     started = time.time()
@@ -155,6 +163,8 @@ def run_eval(args: EvalArgs) -> dict:
               "config": asdict(args)}
     result.update(evaluate_all(model, tokenizer, rows, args))
     result["seconds"] = round(time.time() - started, 1)
+    if not is_main():
+        return result
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
@@ -207,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter", help="a saved peft LoRA adapter folder to put on top of --model")
     p.add_argument("--merge", action="store_true", help="merge the adapter into the weights before evaluating")
     p.add_argument("--preset", choices=sorted(PRESETS), help="task, scorer and budgets for a benchmark")
-    p.add_argument("--task", help="task name (arithmetic, gsm8k, math, humaneval)")
+    p.add_argument("--task", help="task name (arithmetic, gsm8k, math, humaneval, mbpp)")
     p.add_argument("--path", help="local data file (JSONL / parquet) or hub name for the task")
     p.add_argument("--split", default="test")
     p.add_argument("--limit", type=int, help="evaluate on the first N problems")
@@ -219,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ks", type=_ks, help="comma-separated k values, each <= --n")
     p.add_argument("--temperature", type=float)
     p.add_argument("--top_p", type=float, default=1.0)
+    p.add_argument("--top_k", type=int, default=0, help="sampled evaluation: keep the k likeliest tokens (0: off)")
+    p.add_argument("--min_p", type=float, help="sampled evaluation: drop tokens below min_p * p(top token)")
+    p.add_argument("--repetition_penalty", type=float, default=1.0, help="sampled evaluation (1.0: off)")
     p.add_argument("--cot", action="store_true", help="also run CoT-decoding (branch on the first token)")
     p.add_argument("--branches", type=int, default=5, help="first-token branches for CoT-decoding")
     p.add_argument("--two_attempts", action="store_true", help="SCoRe two-attempt self-correction metrics")
@@ -241,7 +254,8 @@ def parse_args(argv: list[str]) -> EvalArgs:
     if "task" not in values:
         build_parser().error("give --task NAME or --preset NAME")
     args = EvalArgs(model=ns.model, adapter=ns.adapter, merge=ns.merge, path=ns.path, split=ns.split, limit=ns.limit,
-                    batch_size=ns.batch_size, greedy=not ns.no_greedy, top_p=ns.top_p, cot=ns.cot,
+                    batch_size=ns.batch_size, greedy=not ns.no_greedy, top_p=ns.top_p, top_k=ns.top_k,
+                    min_p=ns.min_p, repetition_penalty=ns.repetition_penalty, cot=ns.cot,
                     branches=ns.branches, two_attempts=ns.two_attempts, dtype=ns.dtype, seed=ns.seed,
                     system_prompt=ns.system_prompt, answer_instruction=ns.answer_instruction,
                     task_options=ns.task_options, output_dir=ns.output_dir, progress=not ns.no_progress, **values)

@@ -23,18 +23,8 @@ def evaluate_two_attempts(model, tokenizer, rows, *, max_completion_length: int 
     prompts = [r["prompt"] for r in rows]
     first, _ = generate_texts(model, tokenizer, prompts, do_sample=False, max_completion_length=max_completion_length,
                               batch_size=batch_size, progress=progress, desc="attempt 1")
-    second: list[str] = []
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for start in tqdm(range(0, len(rows), batch_size), desc="attempt 2", disable=not progress, unit="batch"):
-                out = generate_second_attempt(model, tokenizer, prompts[start:start + batch_size],
-                                              first[start:start + batch_size], instruction=instruction,
-                                              do_sample=False, max_completion_length=max_completion_length)
-                second.extend(out.texts)
-    finally:
-        model.train(was_training)
+    second = second_attempts(model, tokenizer, prompts, first, instruction=instruction,
+                             max_completion_length=max_completion_length, batch_size=batch_size, progress=progress)
     v1, v2 = score(rows, first, reward_fn), score(rows, second, reward_fn)
     keep = [i for i in range(len(rows)) if v1[i] is not None and v2[i] is not None]
     if not keep:
@@ -46,3 +36,27 @@ def evaluate_two_attempts(model, tokenizer, rows, *, max_completion_length: int 
                           "attempt_2": second[i], "answer": rows[i].get("answer"), "correct_1": is_correct(v1[i]),
                           "correct_2": is_correct(v2[i])} for i in keep[:num_shown]]
     return result
+
+
+def second_attempts(model, tokenizer, prompts: list, first: list[str], *, instruction: str,
+                    max_completion_length: int, batch_size: int, progress: bool = True) -> list[str]:
+    """Greedy attempt 2 after each attempt 1, split across the processes of a run and gathered."""
+    from rlreason.ranks import is_main, map_across_ranks
+
+    def share_of(pairs: list) -> list[str]:
+        texts: list[str] = []
+        for start in tqdm(range(0, len(pairs), batch_size), desc="attempt 2", disable=not (progress and is_main()),
+                          unit="batch"):
+            chunk = pairs[start:start + batch_size]
+            texts += generate_second_attempt(model, tokenizer, [p for p, _ in chunk], [f for _, f in chunk],
+                                             instruction=instruction, do_sample=False,
+                                             max_completion_length=max_completion_length).texts
+        return texts
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return map_across_ranks(share_of, list(zip(prompts, first)))
+    finally:
+        model.train(was_training)

@@ -17,7 +17,7 @@ def run_sampling(stages: list[dict], seed: int, temperatures: tuple[float, ...] 
     from rlreason.config import load_recipe
     from rlreason.demo import recipe_path
     from rlreason.evaluation import evaluate_sampled
-    from rlreason.models.loading import load_policy
+    from rlreason.models.loading import load_for_generation
 
     sft = next((s for s in stages if s["name"] == "sft"), None)
     if sft is None:
@@ -30,7 +30,7 @@ def run_sampling(stages: list[dict], seed: int, temperatures: tuple[float, ...] 
     if len(rows) != sft["n"]:
         raise ValueError(f"the sft stage's greedy accuracy is on {sft['n']} problems but its recipe gives {len(rows)}; "
                          f"sample with the same recipe overrides the stage pipeline ran with")
-    model, tokenizer = load_policy(sft["model"])
+    model, tokenizer = load_for_generation(sft["model"])
     reward = args.reward_funcs[0] if args.reward_funcs else "rewards.math.accuracy"
     ks = sorted({k for k in (1, 2, 4, 8, 16, 32) if k <= num_samples} | {num_samples})
     out = {"greedy": {"accuracy": sft["accuracy"], "n": sft["n"], "model": sft["model"]}, "num_samples": num_samples,

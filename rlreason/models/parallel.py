@@ -69,9 +69,14 @@ def unwrap_for_generation(model, accelerator, gather_deepspeed3_params: bool = T
 
 @contextmanager
 def model_for_evaluation(trainer):
-    """The trainer's model, weights gathered, on the ranks that evaluate: rank 0, or every rank under ZeRO-3
-    (gathering and generation are collective there, so all ranks evaluate in step); None on the other ranks."""
+    """The trainer's model, weights gathered, on every rank: evaluation splits the problems across the ranks and
+    gathers the results (rlreason.ranks), so every rank must take part. Before training (SCoRe's "before"), when
+    the trainer has not placed the model yet (DeepSpeed places it at train()), it is moved to the trainer's device."""
     from transformers.integrations import is_deepspeed_zero3_enabled
 
+    from rlreason.models.loading import place_on_accelerator
+
     with unwrap_for_generation(trainer.model_wrapped, trainer.accelerator) as model:
-        yield model if is_deepspeed_zero3_enabled() or trainer.is_world_process_zero() else None
+        if not is_deepspeed_zero3_enabled() and next(model.parameters()).device != trainer.args.device:
+            place_on_accelerator(model, trainer.args.device)
+        yield model

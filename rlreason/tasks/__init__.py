@@ -10,6 +10,7 @@ from rlreason.tasks.arithmetic import load_arithmetic
 from rlreason.tasks.gsm8k import load_gsm8k
 from rlreason.tasks.humaneval import load_humaneval
 from rlreason.tasks.math import load_math
+from rlreason.tasks.mbpp import load_mbpp
 from rlreason.tasks.prompts import make_messages, to_dataset
 
 # name -> loader(split, *, path=None, limit=None, seed=0, **options) -> list of raw rows with `question`
@@ -17,6 +18,7 @@ TASKS = {
     "gsm8k": load_gsm8k,
     "math": load_math,
     "humaneval": load_humaneval,
+    "mbpp": load_mbpp,
     "arithmetic": load_arithmetic,
 }
 

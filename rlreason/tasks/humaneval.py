@@ -1,7 +1,11 @@
-"""HumanEval: complete a Python function; rows carry the unit tests and the entry point."""
+"""HumanEval: complete a Python function; rows carry the unit tests and the entry point.
+
+Records in MBPP's layout (a `test_list` column) are read as MBPP rows (rlreason.tasks.mbpp), so one code recipe
+can train on MBPP's train split and evaluate on HumanEval (eval_dataset_name)."""
 
 from __future__ import annotations
 
+from rlreason.tasks.mbpp import mbpp_row
 from rlreason.tasks.prompts import load_records
 
 HUB_NAME = "openai/openai_humaneval"
@@ -16,6 +20,9 @@ def load_humaneval(split: str, *, path: str | None = None, limit: int | None = N
         records = records[:limit]
     rows = []
     for i, rec in enumerate(records):
+        if "test_list" in rec:
+            rows.append(mbpp_row(rec, split, i))
+            continue
         missing = [k for k in ("prompt", "test", "entry_point") if k not in rec]
         if missing:
             raise ValueError(f"HumanEval row {i} lacks {', '.join(missing)} (has {sorted(rec)})")

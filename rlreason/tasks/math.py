@@ -1,4 +1,8 @@
-"""MATH (e.g. MATH-500): competition problems; gold answer = `answer`, else the last \\boxed{} of the solution."""
+"""MATH: competition problems; gold answer = `answer`, else the last \\boxed{} of the solution.
+
+Evaluation uses MATH-500 (HuggingFaceH4/MATH-500, test only); training uses the 7.5k train set, e.g.
+EleutherAI/hendrycks_math, whose hub copy has one configuration per subject: all seven are read and
+concatenated (columns problem, level, type, solution)."""
 
 from __future__ import annotations
 
@@ -7,11 +11,28 @@ from rewards.extract import last_boxed  # the one \boxed{} parser: gold answers 
 from rlreason.tasks.prompts import load_records
 
 HUB_NAME = "HuggingFaceH4/MATH-500"
+TRAIN_HUB_NAME = "EleutherAI/hendrycks_math"
+SUBJECTS = ("algebra", "counting_and_probability", "geometry", "intermediate_algebra", "number_theory",
+            "prealgebra", "precalculus")
+BY_SUBJECT = {TRAIN_HUB_NAME}  # hub data sets stored as one configuration per subject
 
 
-def load_math(split: str, *, path: str | None = None, limit: int | None = None) -> list[dict]:
-    """Rows {question, answer, solution, id} from the hub or a local file with problem/solution(/answer)."""
-    records = load_records(path, split, HUB_NAME)
+def load_math(split: str, *, path: str | None = None, limit: int | None = None,
+              subjects: list[str] | None = None) -> list[dict]:
+    """Rows {question, answer, solution, id} from the hub or a local file with problem/solution(/answer).
+
+    `subjects` picks configurations of a per-subject hub set (default: all seven of EleutherAI/hendrycks_math)."""
+    if path in BY_SUBJECT:
+        unknown = sorted(set(subjects or ()) - set(SUBJECTS))
+        if unknown:
+            raise ValueError(f"math: unknown subject(s) {', '.join(unknown)}; valid: {', '.join(SUBJECTS)}")
+        records = [dict(rec, id=f"{subject}-{split}-{i}")
+                   for subject in (subjects or SUBJECTS)
+                   for i, rec in enumerate(load_records(path, split, path, subject))]
+    elif subjects:
+        raise ValueError(f"math: subjects applies to {', '.join(sorted(BY_SUBJECT))} only, not {path or HUB_NAME}")
+    else:
+        records = load_records(path, split, HUB_NAME)
     if limit is not None:
         records = records[:limit]
     rows = []
