@@ -39,8 +39,8 @@ class RLConfig(GRPOConfig):
         "help": "SCoRe: the turn between the attempts (default: rlreason.rollout.SELF_CORRECTION_INSTRUCTION)"})
 
     def __post_init__(self):
-        if self.advantage_estimator == "dr_grpo" and self.scale_rewards == "group":
-            self.scale_rewards = "none"  # Dr. GRPO does not divide by the group's std
+        if self.advantage_estimator in ("dr_grpo", "rloo") and self.scale_rewards == "group":
+            self.scale_rewards = "none"  # Dr. GRPO and RLOO do not divide by the group's std (set batch to scale)
         super().__post_init__()
 
 
