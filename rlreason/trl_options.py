@@ -110,7 +110,8 @@ REFUSED: dict[str, str] = {
 # transformers.TrainingArguments fields whose effect the native engine's own loss or data loader bypasses
 REFUSED_TRAINING_ARGUMENTS: dict[str, str] = {
     "label_smoothing_factor": "the policy loss has no labels to smooth; drop the key",
-    "group_by_length": "rollouts sample prompts in the data order (see shuffle_dataset); drop the key",
+    "train_sampling_strategy": "rollouts sample prompts in the data order (see shuffle_dataset); drop the key",
+    "use_liger_kernel": "the native engine computes log-probs by chunks of tokens itself; drop the key",
 }
 
 # loss_type and importance_sampling_level values the native engine has (TRL's others are refused)
