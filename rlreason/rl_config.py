@@ -15,7 +15,8 @@ class RLConfig(GRPOConfig):
     holds per_device_train_batch_size / num_generations prompts, and one rollout is sampled per
     optimizer step for all gradient-accumulation micro-batches (TRL's steps_per_generation)."""
 
-    advantage_estimator: str = field(default="grpo", metadata={"help": "grpo | dr_grpo | rloo | gae (registry)"})
+    advantage_estimator: str = field(default="grpo", metadata={
+        "help": "grpo | dr_grpo | rloo | gae (registry); dr_grpo and rloo read scale_rewards group as none"})
     log_completions_steps: int = field(default=50, metadata={"help": "log a completions table every N steps"})
     # PPO (value head and GAE); unused by GRPO
     gamma: float = 1.0
