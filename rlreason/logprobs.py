@@ -58,13 +58,13 @@ def chunked_head_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.
 
 def head_logprobs(head, hidden: torch.Tensor, targets: torch.Tensor, temperature: float, return_entropy: bool):
     """log softmax(head(hidden) / temperature)[targets] for N hidden states (N, H), chunk by chunk; and the
-    (detached) entropies. With gradients on, each chunk is checkpointed."""
+    (detached) entropies. With gradients on and more than one chunk, each chunk is checkpointed."""
     n = tokens_per_chunk(head.weight.size(0) if hasattr(head, "weight") else head.out_features)
-    grad = torch.is_grad_enabled()
+    recompute = torch.is_grad_enabled() and hidden.requires_grad and hidden.size(0) > n  # one chunk: keep it
     logps, entropies = [], []
     for start in range(0, hidden.size(0), n):
         h, t = hidden[start:start + n], targets[start:start + n]
-        if grad and h.requires_grad:
+        if recompute:
             lp, ent = checkpoint(_chunk, head, h, t, temperature, return_entropy, use_reentrant=False)
         else:
             lp, ent = _chunk(head, h, t, temperature, return_entropy)

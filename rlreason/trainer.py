@@ -202,6 +202,7 @@ class OnlineRLTrainer(Trainer):
             gradient_accumulation_steps=self.current_gradient_accumulation_steps, entropy=entropy,
             use_bias_correction_kl=args.use_bias_correction_kl, delta=args.delta,
             importance_sampling_level=args.importance_sampling_level,
+            steps_per_generation=args.steps_per_generation,  # dapo: the rollout's tokens spread over this many steps
         )
         if inputs["old_logps"] is not None:  # how far the policy moved from the one that sampled
             stats["approx_kl"] = (0.5 * (logps.detach() - old) ** 2 * mask).sum() / mask.sum().clamp(min=1)

@@ -55,7 +55,8 @@ REFUSED: dict[str, str] = {
                          "set those instead",
     "trust_remote_code": "the native engine loads only architectures transformers ships; use one of those",
     "router_aux_loss_coef": "the native engine adds no MoE load-balancing loss; " + _TRL,
-    "cast_lm_head_to_fp32": "the native engine already takes the lm_head's logits in float32; drop the key",
+    "cast_lm_head_to_fp32": "the native engine projects in the model's dtype and takes the logits in float32; "
+                            + _TRL + " with a float32 projection",
     "pad_to_multiple_of": "the native engine pads to the longest row; drop the key (it matters on Neuron only)",
     "cache_implementation": _CB,
     "use_vllm": _VLLM,
