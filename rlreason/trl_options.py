@@ -157,6 +157,10 @@ def check_trl_options(config_cls, values: dict, backend: str) -> None:
         if values["loss_type"] not in POLICY_LOSSES:
             raise RecipeError(f"loss_type '{values['loss_type']}': the native engine has "
                               f"{', '.join(sorted(POLICY_LOSSES))}; {_TRL}")
+    estimator = values.get("advantage_estimator")
+    if estimator in ("rloo", "dr_grpo") and values.get("scale_rewards") == "group":  # RLConfig reads a default as none
+        raise RecipeError(f"scale_rewards: group with advantage_estimator {estimator}: its baseline is not divided "
+                          f"by the group's std; use none (its default), or advantage_estimator grpo")
     level = values.get("importance_sampling_level", "token")
     if level not in IMPORTANCE_SAMPLING_LEVELS:
         raise RecipeError(f"importance_sampling_level '{level}': choose token or sequence")

@@ -77,6 +77,12 @@ def test_trl_only_loss_types_are_refused(loss_type):
         build_recipe({"algorithm": "grpo", "model_name_or_path": "/nonexistent/model", "loss_type": loss_type})
 
 
+def test_an_explicit_group_scale_with_rloo_is_refused_not_rewritten():
+    with pytest.raises(RecipeError, match="scale_rewards: group with advantage_estimator rloo"):
+        build_recipe({"algorithm": "grpo", "model_name_or_path": "/nonexistent/model", "advantage_estimator": "rloo",
+                      "scale_rewards": "group"})
+
+
 def test_cli_refuses_use_vllm_with_exit_2_and_one_line():
     proc = subprocess.run([sys.executable, "-m", "rlreason", "train", "recipes/demo/grpo.yaml", "use_vllm=true"],
                           capture_output=True, text=True, timeout=120)
