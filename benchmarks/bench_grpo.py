@@ -212,7 +212,8 @@ def print_memory(ours: dict, trl: dict) -> None:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=["memory"], default=None, help="run only the log-prob memory comparison")
+    parser.add_argument("--only", choices=["memory", "steps"], default=None,
+                        help="run only the log-prob memory comparison, or only the step timing")
     parser.add_argument("--memory_prompts", type=int, default=MEMORY_SHAPE["prompts"],
                         help="prompts (x 8 samples x 512 tokens) in the memory comparison; fewer run faster")
     parser.add_argument("--memory_side", choices=["ours", "trl"], default=None, help=argparse.SUPPRESS)
@@ -252,7 +253,8 @@ def main(argv=None):
     print(f"rollout: ours {ours_r:.4f} s, bare model.generate {bare_r:.4f} s, ratio {ours_r / bare_r:.2f}")
     print(f"grpo_step_ratio_vs_trl_lora: {rows[1][1] / rows[1][2]:.3f}")
     print(f"grpo_step_ratio_vs_trl: {rows[0][1] / rows[0][2]:.3f}")
-    print_memory(*memory_ratio(ns.memory_prompts))
+    if ns.only != "steps":
+        print_memory(*memory_ratio(ns.memory_prompts))
 
 
 if __name__ == "__main__":
