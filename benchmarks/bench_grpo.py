@@ -201,7 +201,8 @@ def print_memory(ours: dict, trl: dict) -> None:
     mib = 2 ** 20
     full = ours["rows"] * s["completion"] * s["vocab_size"] * 4 / 2 ** 30
     print(f"\nlog-prob pass, forward + backward: vocabulary {s['vocab_size']:,}, hidden {s['hidden_size']}, "
-          f"{ours['rows'] // s['k']} x {s['k']} x {s['completion']} completion tokens ({ours['method']}; the fp32 logits "
+          f"{ours['rows'] // s['k']} x {s['k']} x {s['completion']} completion tokens ({ours['method']}; "
+          f"the fp32 logits "
           f"of the whole micro-batch alone would be {full:.1f} GiB)")
     print(f"{'':<8}{'peak MiB':>10}{'seconds':>10}{'entropy':>10}")
     for name, r in (("ours", ours), ("TRL", trl)):

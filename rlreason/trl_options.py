@@ -45,7 +45,8 @@ IMPLEMENTED: dict[str, str] = {
     "reward_weights": "the recipe's reward_weights (RecipeArgs); tests/test_rewards_registry.py",
     "scale_rewards": "tests/test_advantages.py, tests/test_engine_defects.py (batch: std over all processes)",
     "loss_type": "tests/test_trl_parity.py (grpo, bnpo, dapo, dr_grpo; others refused below)",
-    "mask_truncated_completions": "tests/test_engine_defects.py (GRPO and SCoRe)",
+    "mask_truncated_completions": "tests/test_engine_defects.py::test_grpo_masks_truncated_completions and "
+                                  "::test_score_masks_truncated_attempts",
     "use_bias_correction_kl": "tests/test_trl_parity.py",
 }
 

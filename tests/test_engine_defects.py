@@ -144,3 +144,15 @@ def test_critic_warmup_leaves_the_policy_untouched_even_with_weight_decay(tiny_m
     policy = [k for k in saved if not k.startswith(("v_head", "value_model")) and k in start]
     assert policy and all(torch.equal(saved[k], start[k]) for k in policy)
     assert saved["v_head.weight"].abs().sum() > 0
+
+
+def test_grpo_masks_truncated_completions(tiny_model_dir, tmp_path):
+    from rlreason.trainer import OnlineRLTrainer
+
+    trainer = make_trainer(OnlineRLTrainer, grpo_recipe(tiny_model_dir, tmp_path / "run", max_completion_length=2,
+                                                        mask_truncated_completions=True), tiny_model_dir)
+    torch.manual_seed(0)
+    batch, rollout, _ = trainer.sample(list(trainer.train_dataset.select(range(2))))
+    assert rollout.truncated.any()
+    assert (batch["completion_mask"][rollout.truncated] == 0).all()
+    assert torch.equal(batch["completion_mask"][~rollout.truncated], rollout.completion_mask[~rollout.truncated])
