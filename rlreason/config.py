@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from rlreason.trl_options import check_trl_options
+
 
 class RecipeError(ValueError):
     """A recipe problem the user can fix; the CLI prints it as one line and exits with code 2."""
@@ -289,6 +291,7 @@ def build_recipe(raw: dict) -> Recipe:
         else:
             raise _unknown_key(key, valid, algorithm)
     args = RecipeArgs(**recipe_kw)
+    check_trl_options(targs_cls, targs_kw, args.backend)  # TRL options the native engine would ignore
     _check_names(args)
     if not torch.cuda.is_available():  # TRL configs default to bf16, which the CPU path cannot use
         targs_kw.setdefault("bf16", False)

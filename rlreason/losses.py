@@ -62,7 +62,8 @@ def clipped_surrogate(logps: torch.Tensor, old_logps: torch.Tensor | None, advan
                       delta: float | None = None, max_completion_length: int | None = None,
                       num_items_in_batch: int | torch.Tensor | None = None, num_processes: int = 1,
                       gradient_accumulation_steps: int = 1, steps_per_generation: int | None = None,
-                      use_bias_correction_kl: bool = True, entropy: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                      use_bias_correction_kl: bool = True, entropy: torch.Tensor | None = None,
+                      importance_sampling_level: str = "token") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped importance-weighted policy loss plus beta * k3 KL, aggregated by `loss_type`.
 
     logps, old_logps, ref_logps, mask: (B, C) per completion token (old_logps None: logps.detach(), i.e. one
@@ -74,7 +75,9 @@ def clipped_surrogate(logps: torch.Tensor, old_logps: torch.Tensor | None, advan
     dapo divides by num_items_in_batch (completion tokens of the whole rollout, over all processes and
     micro-batches) / num_processes * gradient_accumulation_steps / steps_per_generation (TRL's rule;
     steps_per_generation defaults to gradient_accumulation_steps). dr_grpo's max_completion_length
-    defaults to C. Returns the loss and detached metrics (clip ratios, kl, entropy: masked means)."""
+    defaults to C. importance_sampling_level "sequence" is GSPO (Zheng et al. 2025), as TRL computes it: one
+    ratio per sequence, exp(mean of its token log-ratios), clipped per sequence (its clip ratios count sequences).
+    Returns the loss and detached metrics (clip ratios, kl, entropy: masked means)."""
     if loss_type not in ("grpo", "bnpo", "dapo", "dr_grpo"):
         raise ValueError(f"unknown loss_type '{loss_type}'; choose one of bnpo, dapo, dr_grpo, grpo")
     if logps.shape != mask.shape:
@@ -88,7 +91,12 @@ def clipped_surrogate(logps: torch.Tensor, old_logps: torch.Tensor | None, advan
     adv = advantages.unsqueeze(1) if advantages.dim() == 1 else advantages
     adv = adv.to(logps.dtype)
 
-    ratio = torch.exp(logps - old)
+    if importance_sampling_level not in ("token", "sequence"):
+        raise ValueError(f"importance_sampling_level must be token or sequence, got '{importance_sampling_level}'")
+    log_ratio = logps - old
+    if importance_sampling_level == "sequence":  # (B, 1): one ratio per sequence
+        log_ratio = ((log_ratio * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).unsqueeze(-1)
+    ratio = torch.exp(log_ratio)
     clipped = torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high)
     stats: dict[str, torch.Tensor] = {}
     kl = None
@@ -112,9 +120,12 @@ def clipped_surrogate(logps: torch.Tensor, old_logps: torch.Tensor | None, advan
     with torch.no_grad():
         low = (ratio < 1 - epsilon_low) & (adv < 0)
         high = (ratio > 1 + epsilon_high) & (adv > 0)
-        stats["clip_ratio/low_mean"] = masked_mean(low.to(mask.dtype), mask)
-        stats["clip_ratio/high_mean"] = masked_mean(high.to(mask.dtype), mask)
-        stats["clip_ratio/region_mean"] = masked_mean((low | high).to(mask.dtype), mask)
+        # per sequence (every row counts, as in TRL) at the sequence level, per completion token otherwise
+        clip_mean = (lambda x: x.to(mask.dtype).mean()) if low.size(-1) == 1 else \
+            (lambda x: masked_mean(x.to(mask.dtype), mask))
+        stats["clip_ratio/low_mean"] = clip_mean(low)
+        stats["clip_ratio/high_mean"] = clip_mean(high)
+        stats["clip_ratio/region_mean"] = clip_mean(low | high)
         stats["policy_loss"] = loss.detach() * (1 if loss_type == "dapo" else gradient_accumulation_steps)
         if entropy is not None:
             stats["entropy"] = masked_mean(entropy.detach(), mask)

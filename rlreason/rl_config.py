@@ -15,7 +15,8 @@ class RLConfig(GRPOConfig):
     holds per_device_train_batch_size / num_generations prompts, and one rollout is sampled per
     optimizer step for all gradient-accumulation micro-batches (TRL's steps_per_generation)."""
 
-    advantage_estimator: str = field(default="grpo", metadata={"help": "grpo | dr_grpo | rloo | gae (registry)"})
+    advantage_estimator: str = field(default="grpo", metadata={
+        "help": "grpo | dr_grpo | rloo | gae (registry); dr_grpo and rloo read scale_rewards group as none"})
     log_completions_steps: int = field(default=50, metadata={"help": "log a completions table every N steps"})
     # PPO (value head and GAE); unused by GRPO
     gamma: float = 1.0
@@ -39,8 +40,8 @@ class RLConfig(GRPOConfig):
         "help": "SCoRe: the turn between the attempts (default: rlreason.rollout.SELF_CORRECTION_INSTRUCTION)"})
 
     def __post_init__(self):
-        if self.advantage_estimator == "dr_grpo" and self.scale_rewards == "group":
-            self.scale_rewards = "none"  # Dr. GRPO does not divide by the group's std
+        if self.advantage_estimator in ("dr_grpo", "rloo") and self.scale_rewards == "group":
+            self.scale_rewards = "none"  # Dr. GRPO and RLOO do not divide by the group's std (set batch to scale)
         super().__post_init__()
 
 

@@ -113,17 +113,24 @@ def completion_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Te
                         ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-token log-probs (B, C) of the last `logits_to_keep` tokens of input_ids, and their entropies.
 
-    Only the logits of the completion positions are computed (`logits_to_keep`), the log-softmax is selective
-    (TRL's selective_log_softmax), logits are divided by `temperature` (as TRL does) and taken in float32.
-    Positions where attention_mask is 0 get log-prob 0 and entropy 0. Entropies are detached (a metric);
-    they are None when return_entropy is False. Gradients flow into the log-probs."""
+    The lm_head and log-softmax run on chunks of completion tokens, never on the whole micro-batch's
+    full-vocabulary logits (rlreason.logprobs; models that transform logits after the lm_head take the plain
+    path: the completion positions' logits through TRL's selective_log_softmax). Logits are divided by
+    `temperature` (as TRL does) and taken in float32. Positions where attention_mask is 0 get log-prob 0 and
+    entropy 0. Entropies are detached (a metric); they are None when return_entropy is False. Gradients flow
+    into the log-probs."""
     from trl.trainer.utils import selective_log_softmax, selective_log_softmax_and_entropy
+
+    from rlreason.logprobs import chunked_head_logprobs
 
     if logits_to_keep < 1 or logits_to_keep >= input_ids.size(1):
         raise ValueError(f"logits_to_keep must be in [1, {input_ids.size(1) - 1}] (the completion length), "
                          f"got {logits_to_keep}")
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0 for log-probs, got {temperature}")
+    chunked = chunked_head_logprobs(model, input_ids, attention_mask, logits_to_keep, temperature, return_entropy)
+    if chunked is not None:
+        return chunked
     out = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=logits_to_keep + 1,
                 use_cache=False)
     logits = out.logits[:, :-1, :].float()  # position t predicts token t+1

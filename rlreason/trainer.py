@@ -9,6 +9,7 @@ algorithms/ppo.py (values and GAE) and algorithms/score.py (two attempts).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import defaultdict
 
@@ -47,6 +48,12 @@ class OnlineRLTrainer(Trainer):
                              f"of num_generations ({args.num_generations}): each micro-batch holds whole groups")
         self.scorer = RewardScorer(reward_funcs, reward_weights)
         self.ref_model = self._make_reference(model) if self.uses_reference() and not self.use_peft else None
+        if args.disable_dropout:  # TRL's option: every dropout (LoRA's too) at p = 0, in the policy and the reference
+            from trl.trainer.utils import disable_dropout_in_model
+
+            for net in (model, self.ref_model):
+                if net is not None:
+                    disable_dropout_in_model(net)
         self.policy_loss = get_policy_loss(args.loss_type)
         self.advantage_fn = get_advantage(args.advantage_estimator)
         self._metrics: dict[str, list[float]] = defaultdict(list)
@@ -81,6 +88,8 @@ class OnlineRLTrainer(Trainer):
 
         from transformers.integrations import is_deepspeed_zero3_enabled
 
+        from rlreason.models.value_head import critic_modules
+
         if is_deepspeed_zero3_enabled():  # the policy holds shards, so a copy would too: load it again, sharded
             from transformers import AutoModelForCausalLM
             from trl.models.utils import prepare_deepspeed
@@ -90,7 +99,8 @@ class OnlineRLTrainer(Trainer):
                                  "which is empty: load the policy with from_pretrained, or set beta: 0")
             ref = AutoModelForCausalLM.from_pretrained(model.name_or_path, dtype=model.dtype)
             return prepare_deepspeed(ref, self.accelerator)
-        ref = copy.deepcopy(model).eval()
+        # the copy leaves out PPO's value head and separate critic: the reference only gives log-probs
+        ref = copy.deepcopy(model, memo={id(m): None for m in critic_modules(model)}).eval()
         ref.requires_grad_(False)
         return ref.to(self.args.device)
 
@@ -157,24 +167,39 @@ class OnlineRLTrainer(Trainer):
         return batch, rollout, gen_seconds
 
     def reference_logps(self, batch: dict):
-        """(old log-probs, when a rollout is reused; reference log-probs, when beta != 0)."""
+        """(old log-probs, when a rollout is reused; reference log-probs, when beta != 0), both with dropout off."""
         model = unwrap_parallel(self.model)
         ids, attention, C = batch["input_ids"], batch["attention_mask"], batch["completion_ids"].size(1)
         args = self.args
         reused = args.num_iterations > 1 or (args.steps_per_generation or 0) > args.gradient_accumulation_steps
-        old = self._logps(model, ids, attention, C) if reused else None  # the rollout serves later steps too
-        ref = None
-        if self.uses_reference():
-            if self.use_peft:
-                with model.disable_adapter():
-                    ref = self._logps(model, ids, attention, C)
-            else:
-                ref = self._logps(self.ref_model, ids, attention, C)
-        return old, ref
+        with dropout_off(model):
+            old = self._logps(model, ids, attention, C) if reused else None  # the rollout serves later steps too
+        return old, self.reference_only_logps(batch)
+
+    def reference_only_logps(self, batch: dict):
+        """The reference model's log-probs (dropout off), or None when beta is 0."""
+        if not self.uses_reference():
+            return None
+        model = unwrap_parallel(self.model)
+        ids, attention, C = batch["input_ids"], batch["attention_mask"], batch["completion_ids"].size(1)
+        if self.use_peft:
+            with dropout_off(model), model.disable_adapter():
+                return self._logps(model, ids, attention, C)
+        with dropout_off(self.ref_model):
+            return self._logps(self.ref_model, ids, attention, C)
 
     def compute_advantages(self, batch: dict, rewards: torch.Tensor):
         """Sequence rewards -> advantages with the recipe's estimator; PPO overrides this with GAE."""
-        return self.advantage_fn(rewards, self.args.num_generations, scale_rewards=self.args.scale_rewards)
+        return self.group_advantages(rewards)
+
+    def group_advantages(self, rewards: torch.Tensor):
+        """The estimator on this process's groups; `scale_rewards: batch` takes the std of every process's rewards
+        (gathered, as TRL does) and keeps this process's slice."""
+        args = self.args
+        if args.scale_rewards != "batch" or self.accelerator.num_processes == 1:
+            return self.advantage_fn(rewards, args.num_generations, scale_rewards=args.scale_rewards)
+        return advantages_of_slice(self.advantage_fn, rewards, self.accelerator.gather(rewards),
+                                   self.accelerator.process_index, args.num_generations, args.scale_rewards)
 
     def _logps(self, model, input_ids, attention, C):
         bs = self.args.per_device_train_batch_size
@@ -197,6 +222,8 @@ class OnlineRLTrainer(Trainer):
             num_processes=self.accelerator.num_processes,
             gradient_accumulation_steps=self.current_gradient_accumulation_steps, entropy=entropy,
             use_bias_correction_kl=args.use_bias_correction_kl, delta=args.delta,
+            importance_sampling_level=args.importance_sampling_level,
+            steps_per_generation=args.steps_per_generation,  # dapo: the rollout's tokens spread over this many steps
         )
         if inputs["old_logps"] is not None:  # how far the policy moved from the one that sampled
             stats["approx_kl"] = (0.5 * (logps.detach() - old) ** 2 * mask).sum() / mask.sum().clamp(min=1)
@@ -301,6 +328,26 @@ def _record_prompts(trainer, micro_batch_ids: list[list]) -> None:
                "ids": [i for mb in micro_batch_ids for i in mb]}
         with open(path, "a") as f:
             f.write(json.dumps(row) + "\n")
+
+
+@contextlib.contextmanager
+def dropout_off(model):
+    """Eval mode (every dropout, LoRA's included, off) within the block; the model's mode is restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def advantages_of_slice(advantage_fn, local: torch.Tensor, gathered: torch.Tensor, process_index: int, k: int,
+                        scale_rewards: str):
+    """Advantages of the whole gathered batch (every process's rewards, in process order), sliced back to the
+    `local` rows of process `process_index`: batch statistics are global, group statistics unchanged."""
+    advantages, stats = advantage_fn(gathered, k, scale_rewards=scale_rewards)
+    n = local.numel()
+    return advantages[process_index * n:(process_index + 1) * n], stats
 
 
 def split_micro_batches(batch: dict, count: int) -> list[dict]:

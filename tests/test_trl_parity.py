@@ -123,3 +123,40 @@ def test_loss_and_gradients_match_trl(model_dir, tmp_path, loss_type, grad_accum
     assert stats["clip_ratio/region_mean"].item() == pytest.approx(trl_metrics["clip_ratio/region_mean"][-1],
                                                                    rel=1e-5)
     assert stats["entropy"].item() == pytest.approx(trl_metrics["entropy"][-1], rel=1e-5)
+
+
+@pytest.mark.parametrize("loss_type, beta", [("grpo", BETA), ("dapo", 0.0)])
+def test_sequence_level_importance_sampling_matches_trl(model_dir, tmp_path, loss_type, beta):
+    """GSPO (importance_sampling_level: sequence): one clipped ratio per sequence, loss and gradients as TRL's."""
+    trainer = make_trainer(model_dir, tmp_path, loss_type, 1, {"importance_sampling_level": "sequence"})
+    trainer.beta = beta
+    model = trainer.model
+    inputs = make_batch(trainer)
+    model.zero_grad(set_to_none=True)
+    trl_loss = trainer.compute_loss(model, inputs)
+    trl_loss.backward()
+    trl_grads = grads(model)
+
+    model.zero_grad(set_to_none=True)
+    ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1)
+    attention = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1)
+    logps, _ = completion_logprobs(model, ids, attention, C, temperature=TEMPERATURE)
+    loss, stats = get_policy_loss(loss_type)(
+        logps, inputs["old_per_token_logps"], inputs["advantages"], inputs["completion_mask"],
+        ref_logps=inputs["ref_per_token_logps"] if beta else None, beta=beta, epsilon_low=EPS_LOW,
+        epsilon_high=EPS_HIGH, max_completion_length=C, num_items_in_batch=inputs["num_items_in_batch"],
+        steps_per_generation=trainer.args.steps_per_generation, importance_sampling_level="sequence")
+    loss.backward()
+    ours = grads(model)
+    assert abs(loss.item() - trl_loss.item()) <= RTOL * abs(trl_loss.item())
+    worst = max(((ours[n] - trl_grads[n]).abs().max() / trl_grads[n].abs().max().clamp(min=1e-12)).item()
+                for n in ours)
+    assert worst < RTOL
+    trl_metrics = trainer._metrics["train"]
+    assert stats["clip_ratio/region_mean"].item() == pytest.approx(trl_metrics["clip_ratio/region_mean"][-1], abs=1e-6)
+    token_level, _ = get_policy_loss(loss_type)(
+        logps.detach(), inputs["old_per_token_logps"], inputs["advantages"], inputs["completion_mask"],
+        ref_logps=inputs["ref_per_token_logps"] if beta else None, beta=beta, epsilon_low=EPS_LOW,
+        epsilon_high=EPS_HIGH, num_items_in_batch=inputs["num_items_in_batch"],
+        steps_per_generation=trainer.args.steps_per_generation)
+    assert abs(token_level.item() - loss.item()) > 1e-4  # the option changes the objective

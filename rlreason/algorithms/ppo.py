@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from transformers import TrainerCallback
 
 from rlreason.algorithms.common import finish_run, load_rows, prepare_model_path, run_training, start_run
 from rlreason.config import RecipeError
@@ -20,7 +21,7 @@ from rlreason.models.parallel import unwrap_parallel
 from rlreason.models.value_head import (HEAD_NAME, attach_value_head, attach_value_model, capture_hidden,
                                         completion_values, critic_values, is_critic_parameter)
 from rlreason.rollout import completion_logprobs
-from rlreason.trainer import OnlineRLTrainer
+from rlreason.trainer import OnlineRLTrainer, dropout_off
 
 
 class PPOTrainer(OnlineRLTrainer):
@@ -33,16 +34,18 @@ class PPOTrainer(OnlineRLTrainer):
             attach_value_head(model)
         super().__init__(model, args, *rest, **kwargs)
         self.separate_critic = bool(args.value_model)
+        if args.critic_warmup_steps > 0:
+            self.add_callback(_FreezePolicyDuringWarmup(self))
 
     def reference_logps(self, batch):
-        """PPO always keeps the sampling policy's log-probs: they define the ratio and the KL-in-reward."""
+        """PPO always keeps the sampling policy's log-probs (one pass, dropout off, values from the same pass):
+        they define the ratio and the KL-in-reward."""
         model = unwrap_parallel(self.model)
         ids, attention, C = batch["input_ids"], batch["attention_mask"], batch["completion_ids"].size(1)
-        with capture_hidden(model) as box:
+        with dropout_off(model), capture_hidden(model) as box:
             old = self._logps(model, ids, attention, C, keep_hidden=box)
         batch["old_values"] = box["values"]
-        _, ref = super().reference_logps(batch)
-        return old, ref
+        return old, self.reference_only_logps(batch)
 
     def _logps(self, model, input_ids, attention, C, keep_hidden=None):
         if keep_hidden is None:
@@ -86,16 +89,51 @@ class PPOTrainer(OnlineRLTrainer):
     def create_optimizer(self, model=None):
         """Transformers' optimizer, with the value head (or critic) in its own group at `value_learning_rate`."""
         optimizer = super().create_optimizer(model)
-        lr = self.args.value_learning_rate
-        if lr is None or lr == self.args.learning_rate:
-            return optimizer
-        head = {id(p) for n, p in (model or self.model).named_parameters() if is_critic_parameter(n) and p.requires_grad}
+        lr = self.args.value_learning_rate or self.args.learning_rate
+        if lr == self.args.learning_rate and self.args.critic_warmup_steps == 0:
+            return optimizer  # the critic's own group is needed for its own rate, or for the warm-up's schedule
+        head = self._critic_parameter_ids(model)
         head_params = [p for g in optimizer.param_groups for p in g["params"] if id(p) in head]
         for group in optimizer.param_groups:
             group["params"] = [p for p in group["params"] if id(p) not in head]
         optimizer.param_groups = [g for g in optimizer.param_groups if g["params"]]
         optimizer.add_param_group({"params": head_params, "lr": lr, "weight_decay": 0.0})
         return optimizer
+
+    def _critic_parameter_ids(self, model=None) -> set[int]:
+        return {id(p) for n, p in (model or self.model).named_parameters() if is_critic_parameter(n) and p.requires_grad}
+
+    def create_scheduler(self, num_training_steps, optimizer=None):
+        """Transformers' schedule; with critic warm-up the policy's groups sit at rate 0 for the warm-up steps and
+        then run the whole schedule over the remaining steps, while the critic's group runs it over all steps."""
+        warmup = self.args.critic_warmup_steps
+        if warmup <= 0 or self.lr_scheduler is not None:
+            return super().create_scheduler(num_training_steps, optimizer)
+        from torch.optim.lr_scheduler import LambdaLR
+
+        optimizer = optimizer or self.optimizer
+        critic_fn = self._schedule_lambda(optimizer, num_training_steps)
+        policy_fn = self._schedule_lambda(optimizer, max(1, num_training_steps - warmup))
+        critic = self._critic_parameter_ids()
+
+        def delayed(step, fn=policy_fn):
+            return 0.0 if step < warmup else fn(step - warmup)
+
+        lambdas = [critic_fn if any(id(p) in critic for p in g["params"]) else delayed for g in optimizer.param_groups]
+        self.lr_scheduler = LambdaLR(optimizer, lambdas)
+        self._created_lr_scheduler = True
+        return self.lr_scheduler
+
+    def _schedule_lambda(self, optimizer, steps):
+        from transformers import get_scheduler
+
+        schedule = get_scheduler(self.args.lr_scheduler_type, optimizer=optimizer,
+                                 num_warmup_steps=self.args.get_warmup_steps(steps), num_training_steps=steps,
+                                 scheduler_specific_kwargs=self.args.lr_scheduler_kwargs)
+        if not hasattr(schedule, "lr_lambdas"):
+            raise RecipeError(f"critic_warmup_steps needs a step schedule (e.g. linear, cosine, constant); "
+                              f"lr_scheduler_type {self.args.lr_scheduler_type} is not one")
+        return schedule.lr_lambdas[0]
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         warming_up = self.state.global_step < self.args.critic_warmup_steps
@@ -112,6 +150,23 @@ class PPOTrainer(OnlineRLTrainer):
         for key, value in v_stats.items():
             self._metrics[key].append(float(value))
         return loss + v_loss / self.current_gradient_accumulation_steps
+
+
+class _FreezePolicyDuringWarmup(TrainerCallback):
+    """Before each warm-up optimizer step, drop the policy's (zero) gradients, so the optimizer skips those
+    parameters: no weight decay, no moment or step-count update (DeepSpeed keeps its own buffers: rate 0 does it)."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        trainer = self.trainer
+        if state.global_step >= args.critic_warmup_steps or trainer.is_deepspeed_enabled:
+            return
+        critic = trainer._critic_parameter_ids()
+        for p in trainer.model.parameters():
+            if id(p) not in critic:
+                p.grad = None
 
 
 def _masked_var(x, mask):

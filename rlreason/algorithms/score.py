@@ -80,16 +80,19 @@ class ScoreTrainer(OnlineRLTrainer):
         parts = []
         for ro in (first, second):
             p_ids, p_mask = ro.expanded_prompts()
+            completion_mask = ro.completion_mask
+            if args.mask_truncated_completions:  # an attempt that hit the length limit leaves the loss, as in GRPO
+                completion_mask = completion_mask * (~ro.truncated).unsqueeze(1).to(completion_mask.dtype)
             parts.append({"prompt_ids": p_ids, "prompt_mask": p_mask, "completion_ids": ro.completion_ids,
-                          "completion_mask": ro.completion_mask})
+                          "completion_mask": completion_mask})
         batch = {key: value.to(device) for key, value in _join(*parts, self.processing_class.pad_token_id).items()}
 
         expanded = [r for r in rows for _ in range(k)]
         s1, s2 = self.scorer(expanded, first.texts), self.scorer(expanded, second.texts)
         r1, r2 = s1.total.to(device), s2.total.to(device)
         t1, t2 = stage_rewards(r1, r2, self.stage, args.alpha)
-        a1, stats1 = self.advantage_fn(t1, k, scale_rewards=args.scale_rewards)
-        a2, stats2 = self.advantage_fn(t2, k, scale_rewards=args.scale_rewards)
+        a1, stats1 = self.group_advantages(t1)
+        a2, stats2 = self.group_advantages(t2)
         w1, w2 = stage_kl_weights(self.stage, args.beta_first, args.beta)
         n = len(expanded)
         batch["advantages"] = torch.cat([a1, a2])

@@ -94,3 +94,8 @@ def critic_values(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
 def is_critic_parameter(name: str) -> bool:
     """Parameters that belong to the value function (the head, or the whole separate critic)."""
     return HEAD_NAME in name or CRITIC_NAME in name
+
+
+def critic_modules(model) -> list[nn.Module]:
+    """The value head and the separate critic attached to `model` (empty for a plain causal LM)."""
+    return [m for name, m in model.named_modules() if name.rsplit(".", 1)[-1] in (HEAD_NAME, CRITIC_NAME)]
