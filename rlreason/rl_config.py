@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from typing import Literal
 
 from trl import GRPOConfig
 
@@ -17,6 +18,9 @@ class RLConfig(GRPOConfig):
 
     advantage_estimator: str = field(default="grpo", metadata={"help": "grpo | dr_grpo | rloo | gae (registry)"})
     log_completions_steps: int = field(default=50, metadata={"help": "log a completions table every N steps"})
+    rollout_engine: Literal["generate", "static"] = field(default="static", metadata={
+        "help": "generate (transformers' model.generate) | static (rlreason.rollout_engine: static KV cache, "
+                "compiled decode step; same sampling distribution, faster)"})
     # PPO (value head and GAE); unused by GRPO
     gamma: float = 1.0
     lam: float = 0.95
