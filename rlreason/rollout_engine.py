@@ -23,6 +23,8 @@ from __future__ import annotations
 import time
 
 import torch
+from transformers import StaticCache
+from transformers.cache_utils import StaticLayer
 
 from rlreason.sampling import SAFE_GENERATION_KWARGS
 
@@ -68,27 +70,35 @@ def logits_warpers(config):
     return warpers
 
 
-def should_compile(model) -> bool:
-    """Compile the decode step unless RLREASON_ROLLOUT_COMPILE=0 (tests of exactness run it eagerly)."""
-    import os
+def should_compile(model, compile: bool | None) -> bool:
+    """compile None (auto) compiles on a GPU only: on a CPU the compilation (20-70 s on 2 cores) costs more than
+    it saves in runs of a few hundred steps (README, Benchmarks). Never under ZeRO-3, whose gathered parameters
+    and hooks are DeepSpeed's to manage."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
 
-    return os.environ.get("RLREASON_ROLLOUT_COMPILE", "1") not in ("0", "false", "False")
+    if is_deepspeed_zero3_enabled():
+        return False
+    if compile is None:
+        return next(model.parameters()).device.type == "cuda"
+    return bool(compile)
 
 
 def static_decode(model, ids: torch.Tensor, mask: torch.Tensor, k: int, config, eos_ids: list[int],
                   compile: bool | None = None) -> torch.Tensor:
     """(B*k, C) completion ids for left-padded prompts (B, P), rows grouped by prompt, padded with pad_token_id
-    after each row's EOS; C is the longest completion (at most config.max_new_tokens), as `generate` returns it."""
+    after each row's EOS; C is the longest completion (at most config.max_new_tokens), as `generate` returns it.
+    compile: torch.compile the decode step (None: on a GPU only, see should_compile)."""
     from rlreason.rollout import shared_prompt_cache
 
     check_static_options(config.repetition_penalty, None)
-    compile = should_compile(model) if compile is None else compile
+    compile = should_compile(model, compile)
     device, pad_id = ids.device, int(config.pad_token_id)
     max_new = int(config.max_new_tokens)
     rows = ids.size(0) * k
     prefix = ids.size(1) - 1
+    step = _decode_step(model, compile and rows >= 2)  # a batch of one would be compiled again, for size 1
     cache = _static_cache(model, shared_prompt_cache(model, ids, mask, k) if prefix > 0 else None, rows,
-                          prefix + max_new)
+                          prefix + max_new, filled_only=step is _forward_last_logits)
     attention = torch.zeros((rows, prefix + max_new), dtype=mask.dtype, device=device)
     attention[:, :prefix + 1] = mask.repeat_interleave(k, 0)
     # inputs of the compiled step are never views (a view's base would be guarded on too)
@@ -99,10 +109,10 @@ def static_decode(model, ids: torch.Tensor, mask: torch.Tensor, k: int, config, 
     out = torch.full((rows, max_new), pad_id, dtype=torch.long, device=device)
     index = torch.arange(rows, device=device)  # batch row -> output row
     running = torch.ones(rows, dtype=torch.bool, device=device)
-    step = _decode_step(model, compile and rows >= 2)  # a batch of one would be compiled again, for size 1
     width = 0
     for t in range(max_new):
-        logits = step(model, tokens, attention, positions, cache)
+        seen = attention if step is not _forward_last_logits else attention[:, :prefix + 1 + t]
+        logits = step(model, tokens, seen, positions, cache)
         scores = warpers(tokens, logits.to(dtype=torch.float32))
         chosen = draw(torch.softmax(scores, -1)) if config.do_sample else scores.argmax(-1)
         chosen = torch.where(running, chosen, pad_id)
@@ -155,15 +165,15 @@ def _decode_step(model, compile: bool):
     return timed
 
 
-def _static_cache(model, prompt_cache, rows: int, length: int):
-    """A StaticCache of `rows` x `length` positions holding the prompt cache's keys and values at the start."""
-    from transformers import StaticCache
-    from transformers.cache_utils import StaticLayer
-
+def _static_cache(model, prompt_cache, rows: int, length: int, filled_only: bool):
+    """A StaticCache of `rows` x `length` positions holding the prompt cache's keys and values at the start.
+    filled_only (eager decoding): attention sees the positions written so far, not the empty tail."""
     cache = StaticCache(config=model.config, max_cache_len=length)
     if any(type(layer) is not StaticLayer for layer in cache.layers):
         raise ValueError(f"rollout_engine static supports full-attention models only ({type(model).__name__} has "
                          f"sliding-window or other cache layers); use rollout_engine: generate")
+    if filled_only:
+        cache.layers = [FilledStaticLayer(max_cache_len=length) for _ in cache.layers]
     if prompt_cache is None:
         return cache
     for layer, source in zip(cache.layers, prompt_cache.layers):
@@ -172,7 +182,26 @@ def _static_cache(model, prompt_cache, rows: int, length: int):
         layer.keys[:, :, :keys.size(2)] = keys
         layer.values[:, :, :values.size(2)] = values
         layer.cumulative_length.fill_(keys.size(2))
+        layer.filled = keys.size(2)
     return cache
+
+
+class FilledStaticLayer(StaticLayer):
+    """A StaticLayer that hands attention only the positions written so far (a view, no copy): eager decoding
+    then attends over prompt + tokens so far, not over the empty tail of the preallocated cache."""
+
+    filled = 0
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        keys, values = super().update(key_states, value_states, *args, **kwargs)
+        self.filled += key_states.shape[-2]
+        return keys[:, :, :self.filled], values[:, :, :self.filled]
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.filled + query_length, 0
+
+    def get_seq_length(self) -> int:
+        return self.filled
 
 
 def _select_rows(cache, keep: torch.Tensor) -> None:
