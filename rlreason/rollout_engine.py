@@ -96,7 +96,9 @@ def static_decode(model, ids: torch.Tensor, mask: torch.Tensor, k: int, config, 
     max_new = int(config.max_new_tokens)
     rows = ids.size(0) * k
     prefix = ids.size(1) - 1
-    step = _decode_step(model, compile and rows >= 2)  # a batch of one would be compiled again, for size 1
+    # eager for a batch of one (it would be compiled again, for size 1) and for one-token prompts (the cache would
+    # be allocated inside the compiled step)
+    step = _decode_step(model, compile and rows >= 2 and prefix > 0)
     cache = _static_cache(model, shared_prompt_cache(model, ids, mask, k) if prefix > 0 else None, rows,
                           prefix + max_new, filled_only=step is _forward_last_logits)
     attention = torch.zeros((rows, prefix + max_new), dtype=mask.dtype, device=device)
