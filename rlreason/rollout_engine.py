@@ -99,8 +99,11 @@ def static_decode(model, ids: torch.Tensor, mask: torch.Tensor, k: int, config, 
     # eager for a batch of one (it would be compiled again, for size 1) and for one-token prompts (the cache would
     # be allocated inside the compiled step)
     step = _decode_step(model, compile and rows >= 2 and prefix > 0)
-    cache = _static_cache(model, shared_prompt_cache(model, ids, mask, k) if prefix > 0 else None, rows,
-                          prefix + max_new, filled_only=step is _forward_last_logits)
+    prompt_cache = shared_prompt_cache(model, ids, mask, k) if prefix > 0 else None
+    if prefix > 0 and prompt_cache is None:
+        raise ValueError(f"rollout_engine static decodes decoder-only models; {type(model).__name__} is not one: "
+                         f"use rollout_engine: generate")
+    cache = _static_cache(model, prompt_cache, rows, prefix + max_new, filled_only=step is _forward_last_logits)
     attention = torch.zeros((rows, prefix + max_new), dtype=mask.dtype, device=device)
     attention[:, :prefix + 1] = mask.repeat_interleave(k, 0)
     # inputs of the compiled step are never views (a view's base would be guarded on too)
