@@ -71,7 +71,7 @@ def logits_warpers(config):
 
 
 def should_compile(model, compile: bool | None) -> bool:
-    """compile None (auto) compiles on a GPU only: on a CPU the compilation (20-70 s on 2 cores) costs more than
+    """compile None (auto) compiles on a GPU only: on a CPU the compilation (20-90 s on 2 cores) costs more than
     it saves in runs of a few hundred steps (README, Benchmarks). Never under ZeRO-3, whose gathered parameters
     and hooks are DeepSpeed's to manage."""
     from transformers.integrations import is_deepspeed_zero3_enabled
