@@ -221,3 +221,22 @@ def test_compiled_step_is_exact_and_lora_updates_do_not_recompile(tok, monkeypat
         optimizer.zero_grad()
     assert graphs[0] >= 1 and graphs[1] == graphs[0] and graphs[2] == graphs[0], graphs
     assert any(key.startswith("Peft") for key in rollout_engine.COMPILE_SECONDS)
+
+
+@pytest.mark.parametrize("engine", ["generate", "static"])
+def test_the_trainer_samples_with_the_recipes_engine(tiny_model_dir, tmp_path, monkeypatch, engine):
+    import rlreason.trainer as trainer_module
+    from rlreason.algorithms.common import load_rows
+    from rlreason.models.loading import load_policy
+    from tests.test_grpo import grpo_recipe
+
+    seen = []
+    real = trainer_module.generate
+    monkeypatch.setattr(trainer_module, "generate", lambda *a, **kw: seen.append(kw) or real(*a, **kw))
+    recipe = grpo_recipe(tiny_model_dir, tmp_path / "run", rollout_engine=engine, rollout_compile=False)
+    model, tok = load_policy(tiny_model_dir)
+    trainer = trainer_module.OnlineRLTrainer(model, recipe.training_args, load_rows(recipe.args, "train"), tok,
+                                             recipe.args.reward_funcs)
+    batch, rollout, _ = trainer.sample(list(load_rows(recipe.args, "train").select(range(2))))
+    assert [(kw["engine"], kw["compile"]) for kw in seen] == [(engine, False)]
+    assert rollout.completion_ids.shape[0] == 2 * recipe.training_args.num_generations
