@@ -240,3 +240,14 @@ def test_the_trainer_samples_with_the_recipes_engine(tiny_model_dir, tmp_path, m
     batch, rollout, _ = trainer.sample(list(load_rows(recipe.args, "train").select(range(2))))
     assert [(kw["engine"], kw["compile"]) for kw in seen] == [(engine, False)]
     assert rollout.completion_ids.shape[0] == 2 * recipe.training_args.num_generations
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (not run on this project's CPU machine)")
+def test_on_a_gpu_the_default_compiles_and_stays_exact(tok):
+    """On CUDA the static engine compiles by default (rollout_compile auto) and decodes what generate decodes."""
+    model = tiny_model(tok, eos_scale=20.0).cuda()
+    assert rollout_engine.should_compile(model, None)
+    ours = greedy(model, tok, CHAT_PROMPTS, "static", num_generations=3)
+    theirs = greedy(model, tok, CHAT_PROMPTS, "generate", num_generations=3)
+    assert torch.equal(ours.completion_ids, theirs.completion_ids)
+    assert any(key.endswith("/cuda") for key in rollout_engine.COMPILE_SECONDS)
