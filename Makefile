@@ -52,6 +52,7 @@ test-gpu: install
 
 bench: install
 	$(PY) -m benchmarks.bench_grpo
+	$(PY) -m benchmarks.bench_logprob_memory
 
 bench-rewards: install
 	$(PY) -m benchmarks.bench_rewards

@@ -1,20 +1,16 @@
-"""Seconds per GRPO step, ours against TRL's GRPOTrainer, side by side on one tiny model and one config; and the
-peak memory of the log-prob pass, ours against TRL's.
+"""Seconds per GRPO step, ours against TRL's GRPOTrainer, side by side on one model and one config.
 
     python -m benchmarks.bench_grpo [--steps 12] [--prompts 4] [--k 8] [--max_completion_length 32] [--repeats 3]
-    python -m benchmarks.bench_grpo --only memory [--memory_prompts 8]   # the log-prob memory line alone
+                                    [--lengths 32,128,512] [--length_steps 5]
 
-Prints a table and ends with `grpo_step_ratio_vs_trl: X` (ours / TRL's, LoRA off; lower is better), and
-compares our rollout with a bare `model.generate` of the same batch. The two trainers take turns, `repeats` runs
-each, and each side reports the median of its runs' medians: on a shared machine one run's timing drifts by 30%.
-
-Memory: one log-prob pass, forward and backward (the sum of the log-probs), of a 1-layer Llama with hidden size
-64 and Qwen2.5's 151,936-token vocabulary on 8 prompts x 8 samples x 512 completion tokens (32-token prompts),
-ours (rlreason.rollout.completion_logprobs) against TRL 1.16 GRPOTrainer._get_per_token_logps_and_entropies
-(its fused LM head) on the same model and inputs. Each side runs in a fresh process; on CUDA the peak is
-torch.cuda.max_memory_allocated, on a CPU it is the process's resident-set high-water mark (getrusage
-ru_maxrss) minus its resident set just before the pass, with glibc's mmap threshold fixed at 1 MiB so freed
-tensors go back to the system. Prints `logprob_peak_memory_ratio_vs_trl: X` (ours / TRL's; target <= 0.5).
+Prints tables and the lines `grpo_step_ratio_vs_trl: X` (ours / TRL's, LoRA off; lower is better) and
+`grpo_step_ratio_vs_trl_lora: X`, for our recipe defaults (rollout_engine static; its decode step compiled on a
+GPU only) and with `rollout_compile: true` (`..._compiled`); `rollout_speedup_vs_generate: X` (our rollout's
+tokens/s over a bare `model.generate` of the same batch with the same sampling settings; higher is better), the
+compile time of the decode step and the steps that amortise it; and step times for several max_completion_length.
+The trainers take turns, `repeats` runs each, and each side reports the median of its runs' medians: on a shared
+machine one run's timing drifts by 30%. On a GPU (`make bench` picks CUDA when there is one) the model is a
+0.5B-class shape in bf16 and the batch 8 prompts x 8 samples x 512 tokens.
 """
 
 from __future__ import annotations
@@ -43,7 +39,7 @@ class StepTimer(TrainerCallback):
         self._t = now
 
 
-def _recipe(model_dir, out, backend, lora, ns):
+def _recipe(model_dir, out, backend, lora, ns, **extra):
     from rlreason.config import load_recipe
 
     raw = {"algorithm": "grpo", "backend": backend, "model_name_or_path": model_dir, "task": "arithmetic",
@@ -53,20 +49,21 @@ def _recipe(model_dir, out, backend, lora, ns):
            "learning_rate": 1e-5, "beta": 0.04, "loss_type": "dapo", "max_steps": ns.steps, "logging_steps": 1000,
            "save_strategy": "no", "report_to": "none", "gradient_checkpointing": False, "output_dir": str(out),
            "use_peft": lora, "lora_r": 8, "lora_alpha": 16, "lora_target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
-           "eval_after_train": False, "disable_tqdm": True, "seed": 0}
+           "eval_after_train": False, "disable_tqdm": True, "seed": 0, **_device_keys(), **extra}
     return load_recipe(None, base=raw)
 
 
-def time_trainer(model_dir, backend, lora, ns) -> float:
-    """Median seconds per optimizer step, from step-to-step intervals after the first step."""
+def time_trainer(model_dir, backend, lora, ns, **extra) -> float:
+    """Median seconds per optimizer step, from step-to-step intervals after the first step; `extra` recipe keys
+    (rollout_engine, rollout_compile, max_completion_length, max_steps) for our trainer or both."""
     from rlreason.algorithms.common import load_rows
     from rlreason.algorithms.grpo import _trl_trainer
     from rlreason.models.loading import load_policy, lora_config
     from rlreason.trainer import OnlineRLTrainer
 
     with tempfile.TemporaryDirectory() as out:
-        recipe = _recipe(model_dir, out, backend, lora, ns)
-        model, tok = load_policy(model_dir)
+        recipe = _recipe(model_dir, out, backend, lora, ns, **extra)
+        model, tok = load_policy(model_dir, _dtype())
         rows = load_rows(recipe.args, "train")
         timer = StepTimer()
         if backend == "trl":
@@ -78,184 +75,154 @@ def time_trainer(model_dir, backend, lora, ns) -> float:
     return statistics.median(timer.times)
 
 
-def time_rollout(model_dir, ns) -> tuple[float, float]:
-    """(our rollout, bare model.generate) seconds for the same prompts, k and lengths; medians of 5."""
+def time_rollout(model_dir, ns) -> dict:
+    """Seconds for the same prompts, k, length and sampling settings: our rollout (recipe defaults, and with the
+    decode step compiled) and a bare `model.generate`; medians of 5 after one warm-up call each. Also the
+    compile time of the decode step (its first compiled call) and the completion tokens of each."""
+    from rlreason import rollout_engine
     from rlreason.models.loading import load_policy
     from rlreason.rollout import generate
     from rlreason.tasks import load_task
 
-    model, tok = load_policy(model_dir)
+    model, tok = load_policy(model_dir, _dtype())
+    model = model.to(_device()).eval()
     rows = load_task("arithmetic", "train", num_ops=2, digits=2, seed=3, num_train=64, num_test=8)
     prompts = [r["prompt"] for r in rows.select(range(ns.prompts))]
     texts = [tok.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts]
     tok.padding_side = "left"
-    enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-    ours, bare = [], []
-    for _ in range(5):
-        torch.manual_seed(0)
-        t = time.perf_counter()
-        generate(model, tok, prompts, num_generations=ns.k, max_completion_length=ns.max_completion_length)
-        ours.append(time.perf_counter() - t)
-        torch.manual_seed(0)
-        t = time.perf_counter()
+    enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(_device())
+    sampling = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0)  # the bench recipe's (TRL's defaults)
+
+    def ours(compile):
+        out = generate(model, tok, prompts, num_generations=ns.k, max_completion_length=ns.max_completion_length,
+                       temperature=1.0, top_p=1.0, top_k=0, engine="static", compile=compile)
+        return int(out.completion_mask.sum())
+
+    def bare():
         with torch.no_grad():
-            model.generate(**enc, do_sample=True, temperature=1.0, top_k=0, top_p=1.0, num_return_sequences=ns.k,
-                           max_new_tokens=ns.max_completion_length, pad_token_id=tok.pad_token_id)  # our settings
-        bare.append(time.perf_counter() - t)
-    return statistics.median(ours), statistics.median(bare)
+            out = model.generate(**enc, **sampling, num_return_sequences=ns.k, max_new_tokens=ns.max_completion_length,
+                                 pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        completion = out[:, enc["input_ids"].size(1):]
+        ended = (completion == tok.eos_token_id).int().cumsum(1)
+        return int(((ended == 0) | ((ended == 1) & (completion == tok.eos_token_id))).sum())  # up to the first eos
 
-
-MEMORY_SHAPE = dict(vocab_size=151_936, hidden_size=64, prompts=8, k=8, completion=512, prompt=32)
-
-
-def _logprob_pass_peak(side: str, prompts: int) -> dict:
-    """Run one log-prob pass (forward + backward) for `side` ("ours" or "trl") in this process; peak bytes."""
-    import resource
-    import types
-
-    from accelerate import Accelerator
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    shape = MEMORY_SHAPE
-    cuda = torch.cuda.is_available()
-    device = torch.device("cuda" if cuda else "cpu")
-    B, C, P = prompts * shape["k"], shape["completion"], shape["prompt"]
-    stub = types.SimpleNamespace(accelerator=Accelerator(cpu=not cuda))
-
-    def make(vocab):
-        config = LlamaConfig(vocab_size=vocab, hidden_size=shape["hidden_size"], intermediate_size=128,
-                             num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=4,
-                             max_position_embeddings=1024, tie_word_embeddings=False)
-        torch.manual_seed(0)
-        model = LlamaForCausalLM(config).to(device).train()
-        if side == "trl":
-            from trl import GRPOTrainer
-            from trl.trainer.utils import add_fused_lm_head
-
-            add_fused_lm_head(model, temperature=1.0, outputs=("log_probs", "entropy"))  # as GRPOTrainer does
-
-            def logprob_pass(i, m):
-                return GRPOTrainer._get_per_token_logps_and_entropies(stub, model, i, m, C, compute_entropy=True)[:2]
-        else:
-            from rlreason.rollout import completion_logprobs
-
-            def logprob_pass(i, m):
-                return completion_logprobs(model, i, m, C, temperature=1.0, return_entropy=True)
-
-        def once(i, m):
-            logps, entropy = logprob_pass(i, m)
-            logps.sum().backward()
-            model.zero_grad(set_to_none=True)
-            return float(entropy.detach().float().mean())
-
-        ids = torch.randint(0, vocab, (B, P + C), device=device)
-        return once, ids, torch.ones_like(ids)
-
-    warm, ids, mask = make(1024)
-    warm(ids[:2], mask[:2])  # lazy initialisation (kernels, thread pools) is not part of the pass
-    del warm, ids, mask
-    once, ids, mask = make(shape["vocab_size"])
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-    else:
-        with open("/proc/self/statm") as f:
-            before = int(f.read().split()[1]) * resource.getpagesize()
-        high_water_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    key = f"{type(model).__name__}/{_device().type}"
     start = time.perf_counter()
-    entropy = once(ids, mask)
-    seconds = time.perf_counter() - start
-    if cuda:
+    ours(True)
+    compile_s = rollout_engine.COMPILE_SECONDS.get(key, time.perf_counter() - start)
+    result = {"compile_seconds": compile_s}
+    for name, fn in (("ours", lambda: ours(None)), ("ours_compiled", lambda: ours(True)), ("bare", bare)):
+        fn()
+        times, tokens = [], []
+        for i in range(5):
+            torch.manual_seed(i)
+            _sync()
+            t = time.perf_counter()
+            tokens.append(fn())
+            _sync()
+            times.append(time.perf_counter() - t)
+        result[name] = (statistics.median(times), statistics.median(tokens))
+    return result
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _dtype() -> str:
+    return "bfloat16" if torch.cuda.is_available() else "float32"
+
+
+def _device_keys() -> dict:
+    return {"bf16": True} if torch.cuda.is_available() else {}
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
         torch.cuda.synchronize()
-        peak, slack = torch.cuda.max_memory_allocated() - before, 0
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
-        slack = max(0, high_water_before - before)  # a high-water mark above `before` from earlier would hide a peak
-    return {"side": side, "rows": B, "peak_bytes": peak, "slack_bytes": slack, "seconds": seconds,
-            "entropy": entropy,
-            "method": "torch.cuda.max_memory_allocated" if cuda else "ru_maxrss - resident set before the pass"}
 
 
-def memory_ratio(prompts: int = MEMORY_SHAPE["prompts"]) -> tuple[dict, dict]:
-    """(ours, TRL's) log-prob pass peaks, each measured in its own fresh process."""
-    import json
-    import os
-    import subprocess
-    import sys
-
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "1048576", "MALLOC_TRIM_THRESHOLD_": "0"}
-    results = {}
-    for side in ("trl", "ours"):
-        out = subprocess.run([sys.executable, "-m", "benchmarks.bench_grpo", "--memory_side", side,
-                              "--memory_prompts", str(prompts)], env=env,
-                             capture_output=True, text=True)
-        if out.returncode:
-            raise RuntimeError(f"the {side} memory run failed:\n{out.stderr[-3000:]}")
-        results[side] = json.loads(out.stdout.strip().splitlines()[-1])
-    return results["ours"], results["trl"]
+# The bench's model: a tiny Llama on a CPU; on a GPU a 0.5B-class shape (Qwen2.5-0.5B's widths and depth; the
+# vocabulary is the tiny tokenizer's, so the embedding is small), random weights either way.
+CPU_SHAPE = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=1024)
+GPU_SHAPE = dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, intermediate_size=4864,
+                 max_position_embeddings=1024)
+GPU_DEFAULTS = dict(prompts=8, k=8, max_completion_length=512, steps=6, repeats=2)
 
 
-def print_memory(ours: dict, trl: dict) -> None:
-    s = MEMORY_SHAPE
-    mib = 2 ** 20
-    full = ours["rows"] * s["completion"] * s["vocab_size"] * 4 / 2 ** 30
-    print(f"\nlog-prob pass, forward + backward: vocabulary {s['vocab_size']:,}, hidden {s['hidden_size']}, "
-          f"{ours['rows'] // s['k']} x {s['k']} x {s['completion']} completion tokens ({ours['method']}; "
-          f"the fp32 logits "
-          f"of the whole micro-batch alone would be {full:.1f} GiB)")
-    print(f"{'':<8}{'peak MiB':>10}{'seconds':>10}{'entropy':>10}")
-    for name, r in (("ours", ours), ("TRL", trl)):
-        print(f"{name:<8}{r['peak_bytes'] / mib:>10.0f}{r['seconds']:>10.1f}{r['entropy']:>10.4f}"
-              + (f"   (high-water slack before the pass {r['slack_bytes'] / mib:.0f} MiB)" if r["slack_bytes"] else ""))
-    print(f"logprob_peak_memory_ratio_vs_trl: {ours['peak_bytes'] / trl['peak_bytes']:.3f}")
+def step_ratios(model_dir, ns) -> list[tuple]:
+    """(LoRA, ours s/step with the recipe defaults, ours with rollout_compile true, TRL s/step), LoRA off and on."""
+    rows = []
+    compiled_differs = not torch.cuda.is_available()  # on a GPU the default already compiles
+    for lora in (False, True):
+        trl_runs, ours_runs, compiled_runs = [], [], []
+        for _ in range(ns.repeats):
+            trl_runs.append(time_trainer(model_dir, "trl", lora, ns))
+            ours_runs.append(time_trainer(model_dir, "rlreason", lora, ns))
+            if compiled_differs:
+                compiled_runs.append(time_trainer(model_dir, "rlreason", lora, ns, rollout_compile=True))
+        ours_s = statistics.median(ours_runs)
+        rows.append((lora, ours_s, statistics.median(compiled_runs) if compiled_runs else ours_s,
+                     statistics.median(trl_runs)))
+    return rows
+
+
+def step_times_by_length(model_dir, ns) -> list[tuple]:
+    """(max_completion_length, ours s/step, TRL s/step), one run each of length_steps steps, LoRA off."""
+    out = []
+    for length in ns.lengths:
+        extra = {"max_completion_length": length, "max_steps": ns.length_steps}
+        out.append((length, time_trainer(model_dir, "rlreason", False, ns, **extra),
+                    time_trainer(model_dir, "trl", False, ns, **extra)))
+    return out
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=["memory", "steps"], default=None,
-                        help="run only the log-prob memory comparison, or only the step timing")
-    parser.add_argument("--memory_prompts", type=int, default=MEMORY_SHAPE["prompts"],
-                        help="prompts (x 8 samples x 512 tokens) in the memory comparison; fewer run faster")
-    parser.add_argument("--memory_side", choices=["ours", "trl"], default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--steps", type=int, default=12)
-    parser.add_argument("--prompts", type=int, default=4)
-    parser.add_argument("--k", type=int, default=8)
-    parser.add_argument("--max_completion_length", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3, help="runs per trainer, taking turns")
+    gpu = torch.cuda.is_available()
+    defaults = GPU_DEFAULTS if gpu else {}
+    parser.add_argument("--steps", type=int, default=defaults.get("steps", 12))
+    parser.add_argument("--prompts", type=int, default=defaults.get("prompts", 4))
+    parser.add_argument("--k", type=int, default=defaults.get("k", 8))
+    parser.add_argument("--max_completion_length", type=int, default=defaults.get("max_completion_length", 32))
+    parser.add_argument("--repeats", type=int, default=defaults.get("repeats", 3), help="runs per trainer, taking turns")
+    parser.add_argument("--lengths", type=lambda v: [int(x) for x in v.split(",")], default=[32, 128, 512],
+                        help="max_completion_length values of the step-time table")
+    parser.add_argument("--length_steps", type=int, default=5, help="steps per run of the step-time table")
     ns = parser.parse_args(argv)
-    if ns.memory_side:  # a child process of memory_ratio
-        import json
-
-        print(json.dumps(_logprob_pass_peak(ns.memory_side, ns.memory_prompts)))
-        return
-    if ns.only == "memory":
-        print_memory(*memory_ratio(ns.memory_prompts))
-        return
     from rlreason.models.tiny import build_tiny, task_texts
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    shape = GPU_SHAPE if gpu else CPU_SHAPE
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = build_tiny(f"{tmp}/model", texts=task_texts("arithmetic", num_ops=2, digits=2),
-                               hidden_size=64, num_hidden_layers=2, num_attention_heads=4)
-        rows = []
-        for lora in (False, True):
-            trl_runs, ours_runs = [], []
-            for _ in range(ns.repeats):
-                trl_runs.append(time_trainer(model_dir, "trl", lora, ns))
-                ours_runs.append(time_trainer(model_dir, "rlreason", lora, ns))
-            rows.append((lora, statistics.median(ours_runs), statistics.median(trl_runs)))
-        ours_r, bare_r = time_rollout(model_dir, ns)
-    print(f"\nGRPO step, tiny Llama, {ns.prompts} prompts x {ns.k} samples, max {ns.max_completion_length} tokens, "
+        model_dir = build_tiny(f"{tmp}/model", texts=task_texts("arithmetic", num_ops=2, digits=2), **shape)
+        rows = step_ratios(model_dir, ns)
+        by_length = step_times_by_length(model_dir, ns)
+        roll = time_rollout(model_dir, ns)
+    where = (f"CUDA bf16, {torch.cuda.get_device_name()}" if gpu else
+             f"CPU, {torch.get_num_threads()} threads") + f", Llama {shape['hidden_size']}x{shape['num_hidden_layers']}"
+    print(f"\nGRPO step, {where}, {ns.prompts} prompts x {ns.k} samples, max {ns.max_completion_length} tokens, "
           f"beta 0.04, {ns.steps} steps (median after the first; median of {ns.repeats} runs each)")
-    print(f"{'LoRA':<6}{'ours s/step':>14}{'TRL s/step':>14}{'ratio':>8}")
-    for lora, ours_s, trl_s in rows:
-        print(f"{'on' if lora else 'off':<6}{ours_s:>14.4f}{trl_s:>14.4f}{ours_s / trl_s:>8.2f}")
-    print(f"rollout: ours {ours_r:.4f} s, bare model.generate {bare_r:.4f} s, ratio {ours_r / bare_r:.2f}")
-    print(f"grpo_step_ratio_vs_trl_lora: {rows[1][1] / rows[1][2]:.3f}")
-    print(f"grpo_step_ratio_vs_trl: {rows[0][1] / rows[0][2]:.3f}")
-    if ns.only != "steps":
-        print_memory(*memory_ratio(ns.memory_prompts))
+    print(f"{'LoRA':<6}{'ours s/step':>14}{'compiled':>10}{'TRL s/step':>12}{'ratio':>8}{'compiled':>10}")
+    for lora, ours_s, compiled_s, trl_s in rows:
+        print(f"{'on' if lora else 'off':<6}{ours_s:>14.4f}{compiled_s:>10.4f}{trl_s:>12.4f}{ours_s / trl_s:>8.2f}"
+              f"{compiled_s / trl_s:>10.2f}")
+    print(f"\nstep time by max_completion_length ({ns.length_steps} steps, one run each, LoRA off, recipe defaults)")
+    print(f"{'max tokens':<12}{'ours s/step':>14}{'TRL s/step':>12}{'ratio':>8}")
+    for length, ours_s, trl_s in by_length:
+        print(f"{length:<12}{ours_s:>14.4f}{trl_s:>12.4f}{ours_s / trl_s:>8.2f}")
+    (ours_t, ours_n), (comp_t, comp_n), (bare_t, bare_n) = roll["ours"], roll["ours_compiled"], roll["bare"]
+    print(f"\nrollout of {ns.prompts} x {ns.k} x max {ns.max_completion_length} tokens: ours {ours_t:.4f} s "
+          f"({ours_n} tokens), compiled {comp_t:.4f} s ({comp_n}), bare model.generate {bare_t:.4f} s ({bare_n})")
+    saved = rows[0][1] - rows[0][2]
+    amortise = f"{roll['compile_seconds'] / saved:.0f}" if saved > 0 else "never (no saving per step)"
+    print(f"rollout_compile_seconds: {roll['compile_seconds']:.1f}  (first compiled call; steps to amortise at "
+          f"this step's saving: {amortise})")
+    for name, (t, n) in (("", roll["ours"]), ("_compiled", roll["ours_compiled"])):
+        print(f"rollout_speedup_vs_generate{name}: {(n / t) / (bare_n / bare_t):.3f}")
+    for index, name in ((1, ""), (2, "_compiled")):
+        print(f"grpo_step_ratio_vs_trl_lora{name}: {rows[1][index] / rows[1][3]:.3f}")
+        print(f"grpo_step_ratio_vs_trl{name}: {rows[0][index] / rows[0][3]:.3f}")
 
 
 if __name__ == "__main__":

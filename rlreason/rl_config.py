@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from typing import Literal
 
 from trl import GRPOConfig
 
@@ -18,6 +19,12 @@ class RLConfig(GRPOConfig):
     advantage_estimator: str = field(default="grpo", metadata={
         "help": "grpo | dr_grpo | rloo | gae (registry); dr_grpo and rloo read scale_rewards group as none"})
     log_completions_steps: int = field(default=50, metadata={"help": "log a completions table every N steps"})
+    rollout_engine: Literal["generate", "static"] = field(default="static", metadata={
+        "help": "generate (transformers' model.generate) | static (rlreason.rollout_engine: static KV cache, "
+                "finished rows leave the batch; same sampling distribution, faster)"})
+    rollout_compile: bool | None = field(default=None, metadata={
+        "help": "static engine: torch.compile its decode step (default: on a GPU only; the compilation takes "
+                "20-70 s on a CPU)"})
     # PPO (value head and GAE); unused by GRPO
     gamma: float = 1.0
     lam: float = 0.95

@@ -146,7 +146,8 @@ def generate(model, tokenizer, prompts: list, *, num_generations: int = 1, max_c
              temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, do_sample: bool = True,
              min_p: float | None = None, repetition_penalty: float = 1.0, generation_kwargs: dict | None = None,
              chat_template_kwargs: dict | None = None, return_logprobs: bool = False,
-             batch_size: int | None = None) -> Rollout:
+             batch_size: int | None = None, engine: str = "generate",
+             compile: bool | None = None) -> Rollout:
     """Sample `num_generations` completions for each prompt (greedy when do_sample is False).
 
     The generation config is built from these arguments alone (rlreason.sampling): nothing comes from the
@@ -154,12 +155,17 @@ def generate(model, tokenizer, prompts: list, *, num_generations: int = 1, max_c
     (None: all at once). The model runs in eval mode under torch.no_grad and is put back in its previous mode.
     With return_logprobs, `logprobs` holds the log-probs of the sampled tokens from a forward pass at the
     sampling temperature (1.0 for greedy), exactly what `completion_logprobs` gives for the same rows.
-    completion_ids are padded to the longest completion in the rollout (at most max_completion_length)."""
+    completion_ids are padded to the longest completion in the rollout (at most max_completion_length).
+    engine "static" decodes with rlreason.rollout_engine (same distribution, a faster loop) instead of generate;
+    compile (static only) compiles its decode step (None: on a GPU only)."""
     from rlreason.models.parallel import unwrap_parallel
+    from rlreason.rollout_engine import check_engine, check_static_options, static_decode
     from rlreason.sampling import build_generation_config, recipe_generation
 
     top_p, top_k = 1.0 if top_p is None else top_p, top_k or 0  # None means "off", as in GRPOConfig
     _check_options(num_generations, max_completion_length, temperature, top_p, top_k, do_sample, batch_size)
+    if check_engine(engine) == "static":
+        check_static_options(repetition_penalty, generation_kwargs)
     model = unwrap_parallel(model)
     k = num_generations
     prompt_ids, prompt_mask = encode_prompts(tokenizer, prompts, chat_template_kwargs)
@@ -181,6 +187,9 @@ def generate(model, tokenizer, prompts: list, *, num_generations: int = 1, max_c
                 keep = mask.any(0).nonzero()
                 first = int(keep[0]) if len(keep) else ids.size(1) - 1  # drop columns that are padding in this chunk
                 ids, mask = ids[:, first:].to(device), mask[:, first:].to(device)
+                if engine == "static":
+                    chunks.append(static_decode(model, ids, mask, k, config, eos_ids, compile).cpu())
+                    continue
                 cache = shared_prompt_cache(model, ids, mask, k) if k > 1 else None
                 out = model.generate(input_ids=ids.repeat_interleave(k, 0), attention_mask=mask.repeat_interleave(k, 0),
                                      generation_config=config, past_key_values=cache)

@@ -155,7 +155,8 @@ class OnlineRLTrainer(Trainer):
         start = time.perf_counter()
         with _unwrap_for_generation(self.model_wrapped, self.accelerator, args) as gen_model:
             rollout = generate(gen_model, self.processing_class, [r["prompt"] for r in rows], num_generations=k,
-                               max_completion_length=args.max_completion_length, **training_sampling(args))
+                               max_completion_length=args.max_completion_length, **training_sampling(args),
+                               engine=args.rollout_engine, compile=args.rollout_compile)
         gen_seconds = time.perf_counter() - start
         completion_ids, completion_mask = rollout.completion_ids.to(device), rollout.completion_mask.to(device)
         if args.mask_truncated_completions:

@@ -113,8 +113,9 @@ def test_sampling_differs_within_a_group_and_seed_reproduces(model, tok):
     assert len(set(a.texts)) > 1
 
 
+@pytest.mark.parametrize("engine", ["generate", "static"])
 @pytest.mark.parametrize("temperature,top_k,top_p", [(0.05, 0, 1.0), (0.05, 5, 1.0), (0.05, 0, 0.8)])
-def test_sampling_draws_from_the_warped_softmax(model, tok, temperature, top_k, top_p):
+def test_sampling_draws_from_the_warped_softmax(model, tok, temperature, top_k, top_p, engine):
     """First tokens of 4000 samples of one prompt (through the shared prompt cache) follow softmax(logits / T)
     after top-k / top-p, computed here from a plain forward pass of the whole prompt. (A low temperature makes the
     random model's near-uniform distribution peaked: multinomial draws of the same size are 0.027-0.039 away in
@@ -126,7 +127,7 @@ def test_sampling_draws_from_the_warped_softmax(model, tok, temperature, top_k, 
     n = 4000
     torch.manual_seed(0)
     out = generate(model, tok, CHAT_PROMPTS[1:2], num_generations=n, max_completion_length=1, temperature=temperature,
-                   top_k=top_k, top_p=top_p)
+                   top_k=top_k, top_p=top_p, engine=engine)
     ids, mask = encode_prompts(tok, CHAT_PROMPTS[1:2])
     with torch.no_grad():
         scores = model(input_ids=ids, attention_mask=mask).logits[:, -1].float() / temperature

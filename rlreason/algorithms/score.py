@@ -69,7 +69,8 @@ class ScoreTrainer(OnlineRLTrainer):
         args, k, device = self.args, self.args.num_generations, self.args.device
         rows = [r for mb in micro_batches for r in mb]
         prompts = [r["prompt"] for r in rows]
-        sampling = dict(max_completion_length=args.max_completion_length, **training_sampling(args))
+        sampling = dict(max_completion_length=args.max_completion_length, **training_sampling(args),
+                        engine=args.rollout_engine, compile=args.rollout_compile)
         start = time.perf_counter()
         with _unwrap_for_generation(self.model_wrapped, self.accelerator, args) as gen_model:
             first = generate(gen_model, self.processing_class, prompts, num_generations=k, **sampling)
