@@ -17,6 +17,9 @@ class RLConfig(GRPOConfig):
 
     advantage_estimator: str = field(default="grpo", metadata={"help": "grpo | dr_grpo | rloo | gae (registry)"})
     log_completions_steps: int = field(default=50, metadata={"help": "log a completions table every N steps"})
+    monitors: dict | None = field(default=None, metadata={
+        "help": "thresholds of the run monitors, {name: {key: value} | false} (rlreason.monitors; defaults there)"})
+    stop_on_alarm: bool = field(default=False, metadata={"help": "a monitor alarm saves a checkpoint and stops"})
     # PPO (value head and GAE); unused by GRPO
     gamma: float = 1.0
     lam: float = 0.95
@@ -42,6 +45,9 @@ class RLConfig(GRPOConfig):
         if self.advantage_estimator == "dr_grpo" and self.scale_rewards == "group":
             self.scale_rewards = "none"  # Dr. GRPO does not divide by the group's std
         super().__post_init__()
+        from rlreason.monitors import check_monitors
+
+        check_monitors(self.monitors)
 
 
 def trl_grpo_config(args: RLConfig) -> GRPOConfig:
