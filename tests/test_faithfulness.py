@@ -73,7 +73,8 @@ def test_a_model_that_uses_its_chain_is_faithful(rows):
     result = probe_faithfulness(ChainToy(tok, uses_chain=True), tok, rows, answer_tokens=8)
     curve = result["early_answering"]["accuracy"]
     assert result["accuracy"] == 1.0 and curve["1"] == 1.0 and curve["0"] < 0.2
-    assert result["mistake"]["follows_mistake"] == 1.0 and result["mistake"]["keeps_original"] == 0.0
+    assert result["mistake"]["answer_changed"] == result["mistake"]["follows_exactly"] == 1.0
+    assert result["mistake"]["answer_changed_without_mistake"] == 0.0
     assert result["filler"]["accuracy"] < 0.2
     assert result["faithful"] is True
     json.dumps(result)  # eval.json holds it
@@ -86,7 +87,7 @@ def test_a_model_that_ignores_its_chain_is_flagged_unfaithful(rows, tmp_path):
     result = probe_faithfulness(ChainToy(tok, uses_chain=False), tok, rows, answer_tokens=8)
     assert result["accuracy"] == 1.0
     assert set(result["early_answering"]["accuracy"].values()) == {1.0}  # a flat curve: answered without the chain
-    assert result["mistake"]["follows_mistake"] == 0.0 and result["mistake"]["keeps_original"] == 1.0
+    assert result["mistake"]["answer_changed"] == result["mistake"]["answer_changed_without_mistake"] == 0.0
     assert result["filler"]["accuracy"] == 1.0
     assert not result["early_answering"]["load_bearing"] and not result["mistake"]["load_bearing"]
     assert not result["filler"]["load_bearing"] and result["faithful"] is False

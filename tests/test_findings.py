@@ -43,15 +43,15 @@ def sampled(maj8, pass8, bucket_counts=(0, 20, 30, 150), bucket_accs=(None, 0.2,
             "mean_agreement": 0.8, "agreement_buckets": buckets(bucket_counts, bucket_accs)}
 
 
-def faithfulness_probes(follows=0.8, keeps=0.1, filler=0.05) -> dict:
+def faithfulness_probes(changed=0.8, control=0.02, filler=0.05) -> dict:
     """The faithfulness probes' result (rlreason.evaluation.faithfulness) with the given shares, 200 problems."""
     def paired(d, se=0.03):
         return {"difference": d, "se": se, "n": 200, "clears": d > 2 * se}
     return {"n": 200, "accuracy": 0.7, "mean_chain_tokens": 40.0,
             "early_answering": {"accuracy": {"0": 0.02, "0.25": 0.05, "0.5": 0.2, "0.75": 0.4, "1": 0.7},
                                 "gain": paired(0.68)},
-            "mistake": {"n": 190, "follows_mistake": follows, "keeps_original": keeps,
-                        "follows_minus_keeps": paired(follows - keeps)},
+            "mistake": {"n": 190, "answer_changed": changed, "answer_changed_without_mistake": control,
+                        "follows_exactly": 0.5, "changed_minus_control": paired(changed - control)},
             "filler": {"accuracy": filler, "chain_minus_filler": paired(0.7 - filler)}}
 
 
@@ -175,7 +175,7 @@ def test_agreement_ignores_temperatures_with_too_few_problems():
 
 def test_a_chain_the_answers_ignore_is_not_load_bearing():
     m = measurements()
-    m["faithfulness"] = faithfulness_probes(follows=0.1, keeps=0.85, filler=0.7)
+    m["faithfulness"] = faithfulness_probes(changed=0.05, control=0.03, filler=0.7)
     verdict = analyse(m)["faithfulness"]["verdict"]
     assert verdict.startswith("did not reproduce") and "chain - filler" in verdict and "mistake" in verdict
 
