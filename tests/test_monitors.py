@@ -122,3 +122,15 @@ def test_grpo_run_logs_monitors_and_stop_on_alarm_stops_with_a_checkpoint(tiny_m
     assert logged[-1]["step"] == 1  # stopped after the step that raised it ...
     assert (out / "checkpoint-1").is_dir()  # ... with a checkpoint to resume from
     assert json.loads((out / "checkpoint-1" / "trainer_state.json").read_text())["global_step"] == 1
+
+
+def test_an_alarm_sends_a_wandb_alert_when_wandb_is_on(monkeypatch):
+    import wandb
+
+    sent = []
+    monkeypatch.setattr(wandb, "run", object())
+    monkeypatch.setattr(wandb, "alert", lambda **kw: sent.append(kw))
+    board = MonitorBoard(None, output_dir=None, wandb_on=True)
+    for row in CROSSING["entropy"]:
+        board.observe(row["step"], {k: v for k, v in row.items() if k != "step"})
+    assert len(sent) == 1 and "entropy" in sent[0]["title"] and sent[0]["level"] == wandb.AlertLevel.WARN
