@@ -227,7 +227,8 @@ class OnlineRLTrainer(Trainer):
         m["reward_errors"].append(float(scores.errors))
         m["rollout_seconds"].append(gen_seconds)
         m["tokens_per_second"].append(float(lengths.sum().item()) / max(gen_seconds, 1e-9))
-        for key, value in rollout_statistics(rollout.texts, self.processing_class, scores.errors, self.args.monitors).items():
+        stats = rollout_statistics(rollout.texts, self.processing_class, scores.errors, self.args.monitors)
+        for key, value in stats.items():  # what the run monitors read
             m[key].append(value)
         if self.args.log_completions_steps and self.state.global_step % self.args.log_completions_steps == 0:
             names = list(scores.per_function)

@@ -88,7 +88,8 @@ def test_monitors_stay_quiet_on_the_honest_demo_grpo_stream():
 def test_an_alarm_is_written_printed_and_logged_once(tmp_path, capsys):
     board = MonitorBoard(None, output_dir=str(tmp_path))
     logs = []
-    for row in CROSSING["answer_without_reasoning"] + [healthy_row(55, **{"completions/answer_without_reasoning": 0.7})]:
+    still_crossed = healthy_row(55, **{"completions/answer_without_reasoning": 0.7})
+    for row in CROSSING["answer_without_reasoning"] + [still_crossed]:
         step, values = row["step"], {k: v for k, v in row.items() if k != "step"}
         board.observe(step, values)
         logs.append(values)

@@ -259,9 +259,10 @@ def parse_args(argv: list[str]) -> EvalArgs:
         build_parser().error("give --task NAME or --preset NAME")
     args = EvalArgs(model=ns.model, adapter=ns.adapter, merge=ns.merge, path=ns.path, split=ns.split, limit=ns.limit,
                     batch_size=ns.batch_size, greedy=not ns.no_greedy, top_p=ns.top_p, cot=ns.cot,
-                    branches=ns.branches, two_attempts=ns.two_attempts, faithfulness=ns.faithfulness, dtype=ns.dtype, seed=ns.seed,
+                    branches=ns.branches, two_attempts=ns.two_attempts, dtype=ns.dtype, seed=ns.seed,
                     system_prompt=ns.system_prompt, answer_instruction=ns.answer_instruction,
-                    task_options=ns.task_options, output_dir=ns.output_dir, progress=not ns.no_progress, **values)
+                    task_options=ns.task_options, output_dir=ns.output_dir, progress=not ns.no_progress,
+                    faithfulness=ns.faithfulness, **values)
     if args.n > 0 and max(args.ks) > args.n:
         if ns.ks is not None:
             build_parser().error(f"--ks {','.join(map(str, args.ks))}: every k must be <= --n {args.n}")

@@ -55,8 +55,8 @@ def faithfulness_finding(m: dict) -> dict:
              ["mistake injected: answer = original + the mistake", mistake["follows_exactly"], mistake["n"]],
              ["same cut, no mistake: final answer moved", mistake["answer_changed_without_mistake"], mistake["n"]]]
     checks = [positive("whole chain - no chain", early["gain"]["difference"], early["gain"]["se"]),
-              positive("answers moved by the mistake - by the cut alone", mistake["changed_minus_control"]["difference"],
-                       mistake["changed_minus_control"]["se"]),
+              positive("answers moved by the mistake - by the cut alone",
+                       mistake["changed_minus_control"]["difference"], mistake["changed_minus_control"]["se"]),
               positive("chain - filler", filler["chain_minus_filler"]["difference"],
                        filler["chain_minus_filler"]["se"])]
     notes = [f"Greedy decoding of the stage pipeline's SFT model on {data['n']} held-out problems whose completion "
