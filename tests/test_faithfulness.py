@@ -92,3 +92,16 @@ def test_a_model_that_ignores_its_chain_is_flagged_unfaithful(rows, tmp_path):
     assert not result["early_answering"]["load_bearing"] and not result["mistake"]["load_bearing"]
     assert not result["filler"]["load_bearing"] and result["faithful"] is False
     assert plot_faithfulness(result, tmp_path / "f.png").stat().st_size > 1000
+
+
+def test_eval_cli_flag_runs_the_probes_and_reports_their_scalars(rows):
+    from rlreason.evaluation.run import evaluate_all, parse_args
+
+    args = parse_args(["--model", "toy", "--task", "arithmetic", "--faithfulness", "--no_greedy", "--n", "0",
+                       "--max_completion_length", "96"])
+    assert args.faithfulness
+    tok = tiny_tokenizer()
+    result = evaluate_all(ChainToy(tok, uses_chain=False), tok, rows, args)
+    assert result["faithfulness"]["faithful"] is False
+    assert result["metrics"]["eval/faithfulness/faithful"] == 0.0
+    assert result["metrics"]["eval/faithfulness/early@0"] == 1.0
