@@ -6,7 +6,8 @@ and compares it with its thresholds (recipe key `monitors:`, defaults below). A 
 threshold raises an alarm once (again only after it has gone quiet): a line in output_dir/alarms.jsonl
 ({step, monitor, value, threshold, message}), one printed line, and a W&B alert when wandb is on.
 Alarms never stop training unless the recipe sets `stop_on_alarm: true`; then the run saves a checkpoint
-and stops cleanly after the step.
+and stops cleanly after the step. Trend monitors compare against the first logging steps of the process, so a
+resumed run measures from its checkpoint on.
 
 Recipe example:
 
