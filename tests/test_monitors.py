@@ -14,9 +14,7 @@ from rlreason.tracking import read_metrics
 
 from .test_grpo import grpo_recipe, run
 
-# metrics.jsonl of a real `rlreason demo` GRPO stage (recipes/demo/grpo.yaml from the demo SFT model, seed 0, 2 cores),
-# recorded before the rollout statistics (completions/answer_without_reasoning, /repetition, /reward_error_share)
-# existed: those monitors are checked on the synthetic healthy stream here and on a live demo run in the slow test
+# metrics.jsonl of a real honest run: recipes/demo/grpo.yaml from the demo SFT model (seed 0, 2 cores), monitors on
 HONEST = Path(__file__).with_name("fixtures") / "honest_grpo_metrics.jsonl"
 
 
