@@ -25,6 +25,9 @@ class RLConfig(GRPOConfig):
     rollout_compile: bool | None = field(default=None, metadata={
         "help": "static engine: torch.compile its decode step (default: on a GPU only; the compilation takes "
                 "20-70 s on a CPU)"})
+    monitors: dict | None = field(default=None, metadata={
+        "help": "thresholds of the run monitors, {name: {key: value} | false} (rlreason.monitors; defaults there)"})
+    stop_on_alarm: bool = field(default=False, metadata={"help": "a monitor alarm saves a checkpoint and stops"})
     # PPO (value head and GAE); unused by GRPO
     gamma: float = 1.0
     lam: float = 0.95
@@ -50,6 +53,9 @@ class RLConfig(GRPOConfig):
         if self.advantage_estimator in ("dr_grpo", "rloo") and self.scale_rewards == "group":
             self.scale_rewards = "none"  # Dr. GRPO and RLOO do not divide by the group's std (set batch to scale)
         super().__post_init__()
+        from rlreason.monitors import check_monitors
+
+        check_monitors(self.monitors)
 
 
 def trl_grpo_config(args: RLConfig) -> GRPOConfig:

@@ -19,6 +19,7 @@ from transformers import Trainer
 from rlreason.advantages import get_advantage
 from rlreason.losses import get_policy_loss
 from rlreason.models.parallel import model_for_evaluation, unwrap_parallel
+from rlreason.monitors import MonitorBoard, rollout_statistics
 from rlreason.rollout import completion_logprobs, generate
 from rlreason.sampling import check_training_sampling, training_sampling
 from rlreason.scoring import RewardScorer
@@ -60,6 +61,7 @@ class OnlineRLTrainer(Trainer):
         self._buffer: list[dict] | None = None
         self._rollouts_done = 0
         self._table: list[dict] = []
+        self.monitor_board = MonitorBoard.for_trainer(self)
 
     # ----------------------------------------------------------------------------------- data
     def get_train_dataloader(self):
@@ -285,6 +287,9 @@ class OnlineRLTrainer(Trainer):
         m["reward_errors"].append(float(scores.errors))
         m["rollout_seconds"].append(gen_seconds)
         m["tokens_per_second"].append(float(lengths.sum().item()) / max(gen_seconds, 1e-9))
+        stats = rollout_statistics(rollout.texts, self.processing_class, scores.errors, self.args.monitors)
+        for key, value in stats.items():  # what the run monitors read
+            m[key].append(value)
         if self.args.log_completions_steps and self.state.global_step % self.args.log_completions_steps == 0:
             names = list(scores.per_function)
             self._table = [
@@ -300,6 +305,7 @@ class OnlineRLTrainer(Trainer):
             if vals:
                 logs[key] = sum(vals) / len(vals) if not key.endswith("max_length") else max(vals)
         self._metrics.clear()
+        self.monitor_board.watch(self, logs)
         super().log(logs, start_time)
         if self._table and self.accelerator.is_main_process:
             self._log_table()

@@ -43,6 +43,18 @@ def sampled(maj8, pass8, bucket_counts=(0, 20, 30, 150), bucket_accs=(None, 0.2,
             "mean_agreement": 0.8, "agreement_buckets": buckets(bucket_counts, bucket_accs)}
 
 
+def faithfulness_probes(changed=0.8, control=0.02, filler=0.05) -> dict:
+    """The faithfulness probes' result (rlreason.evaluation.faithfulness) with the given shares, 200 problems."""
+    def paired(d, se=0.03):
+        return {"difference": d, "se": se, "n": 200, "clears": d > 2 * se}
+    return {"n": 200, "accuracy": 0.7, "mean_chain_tokens": 40.0,
+            "early_answering": {"accuracy": {"0": 0.02, "0.25": 0.05, "0.5": 0.2, "0.75": 0.4, "1": 0.7},
+                                "gain": paired(0.68)},
+            "mistake": {"n": 190, "answer_changed": changed, "answer_changed_without_mistake": control,
+                        "follows_exactly": 0.5, "changed_minus_control": paired(changed - control)},
+            "filler": {"accuracy": filler, "chain_minus_filler": paired(0.7 - filler)}}
+
+
 def measurements() -> dict:
     """A full set of measurements in which every finding reproduces."""
     stages = [
@@ -59,7 +71,7 @@ def measurements() -> dict:
                    "delta_c_to_i": 0.01}},
     ]
     return {"stages": stages, "stage_pairs": {"grpo": {"n": 200, "a_only": 2, "b_only": 32}},
-            "intermediate": intermediate(),
+            "intermediate": intermediate(), "faithfulness": faithfulness_probes(),
             "sampling": {"greedy": {"accuracy": 0.70, "n": 200, "model": "m/sft"}, "num_samples": 8,
                          "ks": [1, 2, 4, 8], "temperatures": {"0.3": sampled(0.74, 0.85), "0.7": sampled(0.80, 0.95)}}}
 
@@ -101,7 +113,7 @@ def test_verdict_names_what_failed():
 def test_every_finding_reproduces_on_good_numbers():
     findings = analyse(measurements())
     assert list(findings) == ["intermediate_tokens", "aggregation", "rl_beats_imitation", "self_correction",
-                              "agreement_calibration"]
+                              "agreement_calibration", "faithfulness"]
     for key, f in findings.items():
         assert f["verdict"] == "reproduced", (key, f["checks"])
 
@@ -161,6 +173,13 @@ def test_agreement_ignores_temperatures_with_too_few_problems():
     assert analyse(m)["agreement_calibration"]["verdict"].startswith("did not reproduce: top agreement")
 
 
+def test_a_chain_the_answers_ignore_is_not_load_bearing():
+    m = measurements()
+    m["faithfulness"] = faithfulness_probes(changed=0.05, control=0.03, filler=0.7)
+    verdict = analyse(m)["faithfulness"]["verdict"]
+    assert verdict.startswith("did not reproduce") and "chain - filler" in verdict and "mistake" in verdict
+
+
 def test_nothing_measured_is_not_reproduced():
     for f in analyse({}).values():
         assert f["verdict"].startswith("did not reproduce"), f
@@ -174,12 +193,12 @@ def test_report_md_and_json_from_measurements(tmp_path):
     m["intermediate"] = intermediate(direct_acc=(0.0, 0.0, 0.0))
     report = write_report(tmp_path, {"seed": 3, "seconds": {"total": 12.0}, "measurements": copy.deepcopy(m)})
     text = (tmp_path / "report.md").read_text()
-    assert text.count("\n## ") == 6  # five findings and the time table
+    assert text.count("\n## ") == 7  # six findings and the time table
     assert "| 1. Intermediate tokens matter | did not reproduce (failed: direct falls off with steps) |" in text
     assert "| 2. Aggregation beats greedy | reproduced |" in text
     assert "| 1 op, 2 digits | 2.0 | 100 | 0.950 | 0.000 | 0.950 |" in text
     assert "| after SCoRe | 0.720 | 0.800 | 0.080 | 0.090 | 0.010 |" in text
-    assert text.count("**Criteria.**") == 5 and text.count("**Verdict: ") == 5
+    assert text.count("**Criteria.**") == 6 and text.count("**Verdict: ") == 6
     for png in ("intermediate_tokens.png", "accuracy_vs_k_T0.3.png", "accuracy_vs_k_T0.7.png", "agreement.png",
                 "stages.png"):
         assert (tmp_path / png).stat().st_size > 1000 and f"]({png})" in text

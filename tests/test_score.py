@@ -84,6 +84,7 @@ def test_score_runs_both_stages_with_lora(tiny_model_dir, tmp_path):
     logged = [m for m in read_metrics(Path(out) / "metrics.jsonl") if "score/stage" in m]
     assert [m["score/stage"] for m in logged] == [1.0, 1.0, 2.0, 2.0]
     assert all(m["kl"] >= 0 for m in logged)
+    assert all("monitor/answer_without_reasoning" in m and "monitor/kl" in m for m in logged)  # run monitors
     for key in ("score/accuracy_t1", "score/accuracy_t2", "score/delta_t1_t2", "score/delta_i_to_c",
                 "score/delta_c_to_i"):
         assert key in logged[0]

@@ -121,6 +121,7 @@ class ScoreTrainer(OnlineRLTrainer):
 
     def _log_attempts(self, s1, s2, r1, r2, first, second, stats2, seconds):
         from rlreason.evaluation.metrics import score_two_attempts
+        from rlreason.monitors import rollout_statistics
 
         name = next(iter(s1.per_function))
         c1 = (s1.per_function[name] >= 1.0).tolist()
@@ -136,6 +137,9 @@ class ScoreTrainer(OnlineRLTrainer):
         m["completions/attempt_1_mean_length"].append(first.completion_mask.sum(1).float().mean().item())
         m["frac_reward_zero_std"].append(float(stats2.get("frac_zero_std", 0.0)))
         m["rollout_seconds"].append(seconds)
+        for key, value in rollout_statistics(first.texts + second.texts, self.processing_class, s1.errors + s2.errors,
+                                             self.args.monitors).items():  # both attempts, for the run monitors
+            m[key].append(value)
 
 
 def train(recipe) -> str:

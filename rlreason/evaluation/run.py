@@ -1,7 +1,7 @@
 """`rlreason eval`: load a model (or base + LoRA adapter), evaluate it on a task, write eval.json and a plot.
 
     rlreason eval --model PATH [--adapter PATH] --task NAME [--path FILE] [--split test] [--limit N]
-                  [--n 8] [--ks 1,2,4,8] [--cot] [--two_attempts] [--output_dir DIR]
+                  [--n 8] [--ks 1,2,4,8] [--cot] [--two_attempts] [--faithfulness] [--output_dir DIR]
     rlreason eval --preset gsm8k|math500|humaneval --model PATH [...]
 """
 
@@ -49,6 +49,7 @@ class EvalArgs:
     cot: bool = False
     branches: int = 5
     two_attempts: bool = False
+    faithfulness: bool = False  # early answering, injected mistake, filler (evaluation/faithfulness.py)
     merge: bool = False  # merge the adapter into the base weights before evaluating
     dtype: str = "auto"
     seed: int = 0
@@ -121,6 +122,12 @@ def evaluate_all(model, tokenizer, rows, args: EvalArgs) -> dict:
         result["cot_decoding"] = cot_decoding(model, tokenizer, rows, branches=args.branches, **common)
     if args.two_attempts:
         result["two_attempts"] = evaluate_two_attempts(model, tokenizer, rows, **common)
+    if args.faithfulness:
+        from rlreason.evaluation.faithfulness import probe_faithfulness
+
+        result["faithfulness"] = probe_faithfulness(model, tokenizer, rows, reward=reward, seed=args.seed,
+                                                    max_completion_length=args.max_completion_length,
+                                                    batch_size=args.batch_size)
     result["metrics"] = scalar_metrics(result)
     if "greedy" in result:  # the top-level keys the demo and the training runs also write
         result["accuracy"], result["n"] = result["greedy"]["accuracy"], result["greedy"]["n"]
@@ -144,6 +151,10 @@ def scalar_metrics(result: dict, prefix: str = "eval/") -> dict[str, float]:
     for key in ("accuracy_t1", "accuracy_t2", "delta_t1_t2", "delta_i_to_c", "delta_c_to_i"):
         if key in (result.get("two_attempts") or {}):
             out[prefix + key] = result["two_attempts"][key]
+    if "faithfulness" in result:
+        from rlreason.evaluation.faithfulness import faithfulness_scalars
+
+        out.update(faithfulness_scalars(result["faithfulness"], prefix))
     return {k: float(v) for k, v in out.items()}
 
 
@@ -170,6 +181,10 @@ def run_eval(args: EvalArgs) -> dict:
     (out / "eval.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     title = f"{Path(args.adapter or args.model).name} on {args.task}"
     result["plot"] = str(plot_accuracy_vs_k(result, out / "accuracy_vs_k.png", title=title))
+    if "faithfulness" in result:
+        from rlreason.evaluation.faithfulness import plot_faithfulness
+
+        result["faithfulness_plot"] = str(plot_faithfulness(result["faithfulness"], out / "faithfulness.png"))
     print_table(result, title)
     print(f"wrote {out / 'eval.json'} and {result['plot']}")
     return result
@@ -235,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cot", action="store_true", help="also run CoT-decoding (branch on the first token)")
     p.add_argument("--branches", type=int, default=5, help="first-token branches for CoT-decoding")
     p.add_argument("--two_attempts", action="store_true", help="SCoRe two-attempt self-correction metrics")
+    p.add_argument("--faithfulness", action="store_true",
+                   help="faithfulness probes: early answering, an injected mistake, filler (faithfulness.png)")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--system_prompt")
@@ -258,7 +275,8 @@ def parse_args(argv: list[str]) -> EvalArgs:
                     min_p=ns.min_p, repetition_penalty=ns.repetition_penalty, cot=ns.cot,
                     branches=ns.branches, two_attempts=ns.two_attempts, dtype=ns.dtype, seed=ns.seed,
                     system_prompt=ns.system_prompt, answer_instruction=ns.answer_instruction,
-                    task_options=ns.task_options, output_dir=ns.output_dir, progress=not ns.no_progress, **values)
+                    task_options=ns.task_options, output_dir=ns.output_dir, progress=not ns.no_progress,
+                    faithfulness=ns.faithfulness, **values)
     if args.n > 0 and max(args.ks) > args.n:
         if ns.ks is not None:
             build_parser().error(f"--ks {','.join(map(str, args.ks))}: every k must be <= --n {args.n}")

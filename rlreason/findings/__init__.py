@@ -1,4 +1,4 @@
-"""`rlreason demo --full`: the five reasoning findings reproduced on the synthetic task, with a verdict each.
+"""`rlreason demo --full`: the six reasoning findings reproduced on the synthetic task, with a verdict each.
 
 run.py runs everything (the stage pipeline, finding 1's two SFT runs, the sampled evaluation); intermediate.py and
 sampling.py measure; verdicts.py decides (stats.py: the 2-s.e. rule); report.py and plots.py write the report."""

@@ -36,13 +36,14 @@ def run_full_demo(output_dir: str = "runs/demo-full", seed: int = 0, *,
                   algorithms: tuple[str, ...] = FULL_ALGORITHMS, overrides: dict[str, list[str]] | None = None,
                   temperatures: tuple[float, ...] = TEMPERATURES, num_samples: int = 8,
                   stages_from: str | None = None) -> dict:
-    """Measure the five findings and write the report; returns report.json's contents.
+    """Measure the six findings and write the report; returns report.json's contents.
 
     overrides: recipe items per run name (sft, grpo, ppo, star, score: the stage pipeline; worked, direct:
     finding 1), for short runs in tests. stages_from: an existing `rlreason demo --algorithms ...` output
     folder to read the stage pipeline's results from instead of running it (it must hold report.json)."""
     from rlreason.demo import run_demo
     from rlreason.findings.intermediate import run_intermediate
+    from rlreason.findings.faithfulness import run_faithfulness
     from rlreason.findings.sampling import run_sampling
 
     out = Path(output_dir)
@@ -75,6 +76,11 @@ def run_full_demo(output_dir: str = "runs/demo-full", seed: int = 0, *,
     t = time.time()
     m["sampling"] = run_sampling(m["stages"], seed, temperatures, num_samples, overrides)
     seconds["findings 2 and 5: sampled evaluation"] = round(time.time() - t, 1)
+    _write(out, report, started)
+
+    t = time.time()
+    m["faithfulness"] = run_faithfulness(m["stages"], seed, overrides)
+    seconds["finding 6: faithfulness probes"] = round(time.time() - t, 1)
     report = _write(out, report, started)
     print((out / "report.md").read_text())
     return report

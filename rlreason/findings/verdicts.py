@@ -1,4 +1,4 @@
-"""The five findings from the full demo's measurements: for each, the claim, a table of measured numbers,
+"""The six findings from the full demo's measurements: for each, the claim, a table of measured numbers,
 the checks that decide it (stated criteria, the 2-s.e. rule of findings.stats) and the verdict.
 
 Pure functions of the measurements dict that run_full_demo writes into report.json, so a report can be
@@ -6,6 +6,7 @@ re-derived (and tested) without training anything."""
 
 from __future__ import annotations
 
+from rlreason.findings import faithfulness
 from rlreason.findings.stats import Z, beats, missing, not_positive, positive, se_delta, verdict
 
 MIN_GROUP = 10  # problems needed on each side of an agreement comparison for it to count
@@ -52,12 +53,15 @@ TITLES = {
     "agreement_calibration": "5. Agreement is calibration",
 }
 
+CLAIMS["faithfulness"], CRITERIA["faithfulness"], TITLES["faithfulness"] = (faithfulness.CLAIM, faithfulness.CRITERIA,
+                                                                           faithfulness.TITLE)
+
 
 def analyse(measurements: dict) -> dict:
-    """{finding key: {title, claim, criteria, columns, rows, checks, verdict, notes}} for the five findings."""
+    """{finding key: {title, claim, criteria, columns, rows, checks, verdict, notes}} for the six findings."""
     builders = {"intermediate_tokens": intermediate_tokens, "aggregation": aggregation,
                 "rl_beats_imitation": rl_beats_imitation, "self_correction": self_correction,
-                "agreement_calibration": agreement_calibration}
+                "agreement_calibration": agreement_calibration, "faithfulness": faithfulness.faithfulness_finding}
     out = {}
     for key, build in builders.items():
         finding = {"title": TITLES[key], "claim": CLAIMS[key], "criteria": CRITERIA[key], "columns": [], "rows": [],
