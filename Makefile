@@ -41,8 +41,9 @@ test-slow: install
 	OMP_NUM_THREADS=1 $(PY) -m pytest -m slow -q -p no:cacheprovider $(PYTEST_ARGS)
 
 # The slow tests of launching: 2-process DDP / ZeRO-2 / ZeRO-3, a one-node Slurm, preemption, and the
-# fault-injection suite (SIGKILL at random moments and during saves, a stop signal to one rank only).
-CLUSTER_TESTS := tests/test_distributed.py tests/test_slurm.py tests/test_preemption.py tests/test_fault_injection.py
+# fault-injection suite (SIGKILL at random moments and during saves, a stop signal to one rank only), and
+# evaluation / STaR / SCoRe work split across two ranks.
+CLUSTER_TESTS := tests/test_distributed.py tests/test_slurm.py tests/test_preemption.py tests/test_fault_injection.py tests/test_distributed_eval.py
 test-cluster: install
 	OMP_NUM_THREADS=1 $(PY) -m pytest -m slow -q -p no:cacheprovider $(CLUSTER_TESTS) $(PYTEST_ARGS)
 
