@@ -111,6 +111,9 @@ def main(argv: list[str] | None = None) -> None:
     if command not in COMMANDS:
         fail(f"unknown command '{command}': valid choices are {', '.join(COMMANDS)}")
     COMMANDS[command](rest)
+    from rlreason.ranks import leave_process_group
+
+    leave_process_group()
 
 
 if __name__ == "__main__":

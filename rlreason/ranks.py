@@ -34,6 +34,16 @@ def barrier() -> None:
         dist.barrier()
 
 
+def leave_process_group() -> None:
+    """Wait for every process, then tear the process group down, so no process exits while its communication
+    threads still run (gloo aborts such a process with 'terminate called without an active exception')."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def map_across_ranks(fn: Callable[[list], list], items: Sequence[Any]) -> list:
     """fn(this process's share of items) -> one result per item; returns every item's result, in order, on every
     process. fn sees equal-sized shares on all processes."""
