@@ -18,7 +18,9 @@ RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "demo" / "hackable.ya
 
 def test_the_honest_demo_grpo_run_raises_no_alarm(demo_run):
     rows = [r for r in read_metrics(demo_run / "grpo" / "metrics.jsonl") if "reward" in r]
-    assert rows and all("monitor/length" in r and "monitor/answer_without_reasoning" in r for r in rows)
+    assert len(rows) > 4 and all("monitor/answer_without_reasoning" in r for r in rows)
+    # the length monitor compares the mean of the last 2 logged values with the first 2: it reads from the 4th on
+    assert all("monitor/length" in r for r in rows[3:])
     assert read_alarms(demo_run / "grpo") == []
 
 
