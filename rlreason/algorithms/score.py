@@ -99,7 +99,7 @@ class ScoreTrainer(OnlineRLTrainer):
         batch["advantages"] = torch.cat([a1, a2])
         batch["kl_weight"] = torch.cat([torch.full((n,), w1), torch.full((n,), w2)]).to(device)
         batch["old_logps"], batch["ref_logps"] = self.reference_logps(batch)
-        self._log_attempts(s1, s2, r1, r2, first, second, stats2, seconds)
+        self._log_attempts(expanded, s1, s2, r1, r2, first, second, stats2, seconds)
         # interleave so every micro-batch holds both attempts of the same samples
         order = torch.arange(2 * n, device=device).view(2, n).t().reshape(-1)
         batch = {key: (None if v is None else v[order]) for key, v in batch.items()}
@@ -119,15 +119,18 @@ class ScoreTrainer(OnlineRLTrainer):
     def kl_weights(self, inputs):
         return inputs["kl_weight"]
 
-    def _log_attempts(self, s1, s2, r1, r2, first, second, stats2, seconds):
-        from rlreason.evaluation.metrics import score_two_attempts
+    def _log_attempts(self, rows, s1, s2, r1, r2, first, second, stats2, seconds):
+        """score/* (two_attempt_metrics of this rollout: one attempt 1 and its attempt 2 per sample) and the
+        trainer's usual rollout metrics, read from attempt 2."""
+        from rlreason.evaluation.two_attempts import final_answers, two_attempt_metrics
         from rlreason.monitors import rollout_statistics
 
         name = next(iter(s1.per_function))
         c1 = (s1.per_function[name] >= 1.0).tolist()
         c2 = (s2.per_function[name] >= 1.0).tolist()
         m = self._metrics
-        for key, value in score_two_attempts(c1, c2).items():
+        answers = [final_answers(rows, ro.texts) for ro in (first, second)]
+        for key, value in two_attempt_metrics(c1, c2, first.texts, second.texts, *answers).items():
             if key != "n":
                 m[f"score/{key}"].append(value)
         m["score/stage"].append(float(self.stage))
@@ -166,7 +169,8 @@ def train(recipe) -> str:
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(targs.output_dir)
         if before is not None:
-            keys = ("accuracy_t1", "accuracy_t2", "delta_t1_t2", "delta_i_to_c", "delta_c_to_i")
+            from rlreason.evaluation.run import TWO_ATTEMPT_KEYS as keys
+
             dump_json({"before": {k: before[k] for k in keys}, "after": {k: after[k] for k in keys}},
                       Path(targs.output_dir) / "stage.json")
     return finish_run(recipe, trainer, Path(targs.output_dir))
