@@ -9,6 +9,13 @@ Stage I (the first `stage_one_steps` steps): only attempt 2 is rewarded; attempt
 reference by a strong per-token KL (`beta_first`), attempt 2 by `beta`.
 Stage II: both attempts are rewarded; attempt 2's reward gets the bonus alpha * (r(y2) - r(y1)).
 Advantages are group-normalised over the k samples of a prompt, per attempt (the recipe's estimator).
+
+Where this differs from the paper: the loss is the recipe's clipped surrogate with a group baseline and the k3 KL
+in the loss (one update per rollout is REINFORCE with a baseline; the paper puts a KL penalty on REINFORCE);
+each attempt's tokens get the advantage of that attempt's own (shaped) reward, not the two-turn return (with the
+return, the bonus's -alpha * r(y1) would reward a wrong attempt 1); stage I also keeps `beta` on attempt 2; the
+reference is the model SCoRe starts from; attempt 2 sees attempt 1 as decoded text, re-tokenised (as evaluation
+does), not its sampled ids; a rollout keeps the stage it was sampled in when later steps reuse it.
 """
 
 from __future__ import annotations
