@@ -159,7 +159,8 @@ def test_lora_adapter_and_merged_model_agree(tiny_model_dir, rows, tmp_path):
 def test_eval_command_writes_json_plot_and_table(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "eval"
     result = main(["--model", tiny_model_dir, "--task", "arithmetic", "--limit", "4", "--n", "4", "--ks", "1,2,4",
-                   "--cot", "--branches", "2", "--two_attempts", "--max_completion_length", "12",
+                   "--cot", "--branches", "2", "--two_attempts", "--correction_instruction", "Check it.",
+                   "--max_completion_length", "12",
                    "--task_options", json.dumps(ARITH), "--output_dir", str(out), "--no_progress"])
     saved = json.loads((out / "eval.json").read_text())
     assert saved["n"] == 4 and saved["accuracy"] == result["greedy"]["accuracy"]
@@ -170,7 +171,7 @@ def test_eval_command_writes_json_plot_and_table(tiny_model_dir, tmp_path, capsy
     two = saved["two_attempts"]
     from rlreason.evaluation.run import TWO_ATTEMPT_KEYS
 
-    assert set(TWO_ATTEMPT_KEYS) <= set(two) and two["n"] == 4
+    assert set(TWO_ATTEMPT_KEYS) <= set(two) and two["n"] == 4 and two["instruction"] == "Check it."
     from rewards.math import answers_equal
 
     same = lambda a, b: a == b or (a is not None and b is not None and answers_equal(a, b))  # noqa: E731
