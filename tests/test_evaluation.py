@@ -159,13 +159,25 @@ def test_lora_adapter_and_merged_model_agree(tiny_model_dir, rows, tmp_path):
 def test_eval_command_writes_json_plot_and_table(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "eval"
     result = main(["--model", tiny_model_dir, "--task", "arithmetic", "--limit", "4", "--n", "4", "--ks", "1,2,4",
-                   "--cot", "--branches", "2", "--two_attempts", "--max_completion_length", "12",
+                   "--cot", "--branches", "2", "--two_attempts", "--correction_instruction", "Check it.",
+                   "--max_completion_length", "12",
                    "--task_options", json.dumps(ARITH), "--output_dir", str(out), "--no_progress"])
     saved = json.loads((out / "eval.json").read_text())
     assert saved["n"] == 4 and saved["accuracy"] == result["greedy"]["accuracy"]
     for key in ("eval/accuracy", "eval/pass@1", "eval/pass@4", "eval/maj@4", "eval/cot_accuracy",
-                "eval/accuracy_t1", "eval/delta_i_to_c"):
+                "eval/accuracy_t1", "eval/delta_i_to_c", "eval/delta_t1_t2_se", "eval/changed_answer_rate",
+                "eval/edit_distance"):
         assert key in saved["metrics"], key
+    two = saved["two_attempts"]
+    from rlreason.evaluation.run import TWO_ATTEMPT_KEYS
+
+    assert set(TWO_ATTEMPT_KEYS) <= set(two) and two["n"] == 4 and two["instruction"] == "Check it."
+    from rewards.math import answers_equal
+
+    same = lambda a, b: a == b or (a is not None and b is not None and answers_equal(a, b))  # noqa: E731
+    changed = sum(not same(s["answer_1"], s["answer_2"]) for s in two["samples"])  # every problem is shown
+    assert two["changed_answer_rate"] == pytest.approx(changed / 4)
+    assert (two["edit_distance"] == 0) == all(s["attempt_1"] == s["attempt_2"] for s in two["samples"])
     assert saved["metrics"]["eval/pass@4"] >= saved["metrics"]["eval/pass@1"]
     assert (out / "accuracy_vs_k.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     printed = capsys.readouterr().out

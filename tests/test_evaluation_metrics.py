@@ -1,11 +1,12 @@
-"""Evaluation metrics without a model: unbiased pass@k, maj@k with equivalent answers, agreement, SCoRe, the plot."""
+"""Evaluation metrics without a model: unbiased pass@k, maj@k with equivalent answers, agreement, SCoRe (deltas,
+paired s.e., changed answers, edit distance), the plot."""
 
 from math import comb
 
 import pytest
 
-from rlreason.evaluation.metrics import (agreement, agreement_buckets, group_answers, maj_at_k, majority_vote,
-                                         mean_pass_at_k, pass_at_k, score_two_attempts)
+from rlreason.evaluation.metrics import (agreement, agreement_buckets, attempt_changes, group_answers, levenshtein,
+                                         maj_at_k, majority_vote, mean_pass_at_k, pass_at_k, score_two_attempts)
 
 
 def exact_equal(a: str, b: str) -> bool:
@@ -84,8 +85,51 @@ def test_score_two_attempts():
     assert m["delta_i_to_c"] == pytest.approx(0.4)
     assert m["delta_c_to_i"] == pytest.approx(0.2)
     assert m["delta_i_to_c"] - m["delta_c_to_i"] == pytest.approx(m["delta_t1_t2"])
+    diffs = [0, -1, 1, 1, 0]  # r2 - r1 per problem
+    mean = sum(diffs) / 5
+    sd = (sum((d - mean) ** 2 for d in diffs) / 4) ** 0.5
+    assert m["delta_t1_t2_se"] == pytest.approx(sd / 5 ** 0.5)  # paired: std(r2 - r1, ddof=1) / sqrt(n)
+    assert m["n"] == 5
+    assert score_two_attempts([True] * 4, [True] * 4)["delta_t1_t2_se"] == 0.0  # nothing changed: no noise
     with pytest.raises(ValueError, match="second attempts"):
         score_two_attempts([True], [True, False])
+
+
+def slow_levenshtein(a, b) -> int:
+    """The textbook dynamic programme, for reference."""
+    d = [[i + j if i * j == 0 else 0 for j in range(len(b) + 1)] for i in range(len(a) + 1)]
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] != b[j - 1]))
+    return d[-1][-1]
+
+
+def test_levenshtein_matches_the_textbook_programme():
+    import random
+
+    assert levenshtein("kitten", "sitting") == 3
+    assert levenshtein("", "abc") == levenshtein("abc", "") == 3
+    assert levenshtein("47+85 -> 132", "47+85 -> 132") == 0
+    assert levenshtein([1, 2, 3], [1, 3]) == 1  # token lists too
+    rng = random.Random(0)
+    for _ in range(300):
+        a = "".join(rng.choice("ab1 ") for _ in range(rng.randint(0, 12)))
+        b = "".join(rng.choice("ab1 ") for _ in range(rng.randint(0, 12)))
+        assert levenshtein(a, b) == slow_levenshtein(a, b), (a, b)
+
+
+def test_attempt_changes_counts_changed_final_answers_and_edits():
+    same_number = lambda x, y: float(x) == float(y)  # noqa: E731
+    texts_1 = ["#### 12", "#### 0.5", "so 7", "no answer", "#### 3"]
+    texts_2 = ["#### 12", "#### 1/2", "so 8", "still none", "#### 3"]
+    answers_1, answers_2 = ["12", "0.5", "7", None, "3"], ["12", "0.5000", "8", None, None]
+    m = attempt_changes(answers_1, answers_2, texts_1, texts_2, same_number)
+    # changed: 7 -> 8, and 3 -> no answer; 0.5 == 0.5000 by `equal`, two missing answers are not a change
+    assert m["changed_answer_rate"] == pytest.approx(2 / 5)
+    expected = sum(slow_levenshtein(a, b) for a, b in zip(texts_1, texts_2)) / 5
+    assert m["edit_distance"] == pytest.approx(expected) and expected > 0
+    with pytest.raises(ValueError, match="one of each"):
+        attempt_changes(["1"], [], ["a"], ["b"], same_number)
 
 
 def test_plot_is_a_valid_png(tmp_path):

@@ -85,11 +85,15 @@ def test_score_runs_both_stages_with_lora(tiny_model_dir, tmp_path):
     assert [m["score/stage"] for m in logged] == [1.0, 1.0, 2.0, 2.0]
     assert all(m["kl"] >= 0 for m in logged)
     assert all("monitor/answer_without_reasoning" in m and "monitor/kl" in m for m in logged)  # run monitors
-    for key in ("score/accuracy_t1", "score/accuracy_t2", "score/delta_t1_t2", "score/delta_i_to_c",
-                "score/delta_c_to_i"):
-        assert key in logged[0]
+    for key in ("score/accuracy_t1", "score/accuracy_t2", "score/delta_t1_t2", "score/delta_t1_t2_se",
+                "score/delta_i_to_c", "score/delta_c_to_i", "score/changed_answer_rate", "score/edit_distance"):
+        assert key in logged[0], key
+    assert all(0 <= m["score/changed_answer_rate"] <= 1 and m["score/edit_distance"] >= 0 for m in logged)
     import json
 
+    from rlreason.evaluation.run import TWO_ATTEMPT_KEYS
+
     stage = json.loads((Path(out) / "stage.json").read_text())
-    assert set(stage) == {"before", "after"} and "delta_c_to_i" in stage["after"]
+    assert set(stage) == {"before", "after"}
+    assert all(set(stage[when]) == set(TWO_ATTEMPT_KEYS) and stage[when]["n"] == 4 for when in stage)
     assert (Path(out) / "adapter_config.json").is_file()

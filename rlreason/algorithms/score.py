@@ -9,6 +9,13 @@ Stage I (the first `stage_one_steps` steps): only attempt 2 is rewarded; attempt
 reference by a strong per-token KL (`beta_first`), attempt 2 by `beta`.
 Stage II: both attempts are rewarded; attempt 2's reward gets the bonus alpha * (r(y2) - r(y1)).
 Advantages are group-normalised over the k samples of a prompt, per attempt (the recipe's estimator).
+
+Where this differs from the paper: the loss is the recipe's clipped surrogate with a group baseline and the k3 KL
+in the loss (one update per rollout is REINFORCE with a baseline; the paper puts a KL penalty on REINFORCE);
+each attempt's tokens get the advantage of that attempt's own (shaped) reward, not the two-turn return (with the
+return, the bonus's -alpha * r(y1) would reward a wrong attempt 1); stage I also keeps `beta` on attempt 2; the
+reference is the model SCoRe starts from; attempt 2 sees attempt 1 as decoded text, re-tokenised (as evaluation
+does), not its sampled ids; a rollout keeps the stage it was sampled in when later steps reuse it.
 """
 
 from __future__ import annotations
@@ -99,7 +106,7 @@ class ScoreTrainer(OnlineRLTrainer):
         batch["advantages"] = torch.cat([a1, a2])
         batch["kl_weight"] = torch.cat([torch.full((n,), w1), torch.full((n,), w2)]).to(device)
         batch["old_logps"], batch["ref_logps"] = self.reference_logps(batch)
-        self._log_attempts(s1, s2, r1, r2, first, second, stats2, seconds)
+        self._log_attempts(expanded, s1, s2, r1, r2, first, second, stats2, seconds)
         # interleave so every micro-batch holds both attempts of the same samples
         order = torch.arange(2 * n, device=device).view(2, n).t().reshape(-1)
         batch = {key: (None if v is None else v[order]) for key, v in batch.items()}
@@ -119,15 +126,18 @@ class ScoreTrainer(OnlineRLTrainer):
     def kl_weights(self, inputs):
         return inputs["kl_weight"]
 
-    def _log_attempts(self, s1, s2, r1, r2, first, second, stats2, seconds):
-        from rlreason.evaluation.metrics import score_two_attempts
+    def _log_attempts(self, rows, s1, s2, r1, r2, first, second, stats2, seconds):
+        """score/* (two_attempt_metrics of this rollout: one attempt 1 and its attempt 2 per sample) and the
+        trainer's usual rollout metrics, read from attempt 2."""
+        from rlreason.evaluation.two_attempts import final_answers, two_attempt_metrics
         from rlreason.monitors import rollout_statistics
 
         name = next(iter(s1.per_function))
         c1 = (s1.per_function[name] >= 1.0).tolist()
         c2 = (s2.per_function[name] >= 1.0).tolist()
         m = self._metrics
-        for key, value in score_two_attempts(c1, c2).items():
+        answers = [final_answers(rows, ro.texts) for ro in (first, second)]
+        for key, value in two_attempt_metrics(c1, c2, first.texts, second.texts, *answers).items():
             if key != "n":
                 m[f"score/{key}"].append(value)
         m["score/stage"].append(float(self.stage))
@@ -166,7 +176,8 @@ def train(recipe) -> str:
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(targs.output_dir)
         if before is not None:
-            keys = ("accuracy_t1", "accuracy_t2", "delta_t1_t2", "delta_i_to_c", "delta_c_to_i")
+            from rlreason.evaluation.run import TWO_ATTEMPT_KEYS as keys
+
             dump_json({"before": {k: before[k] for k in keys}, "after": {k: after[k] for k in keys}},
                       Path(targs.output_dir) / "stage.json")
     return finish_run(recipe, trainer, Path(targs.output_dir))

@@ -1,4 +1,5 @@
-"""Metrics over sampled answers: unbiased pass@k, maj@k self-consistency, agreement buckets, SCoRe deltas.
+"""Metrics over sampled answers: unbiased pass@k, maj@k self-consistency, agreement buckets, SCoRe deltas
+and how much the second attempt changes the first (changed answers, edit distance).
 
 Pure functions over lists of correctness flags and extracted answers; the answer-equivalence test is
 injected (rewards.math.answers_equal in practice) so this module stays free of any verifier.
@@ -113,7 +114,9 @@ def agreement_buckets(agreements: Sequence[float], correct: Sequence[bool], bins
 def score_two_attempts(correct_t1: Sequence[bool], correct_t2: Sequence[bool]) -> dict:
     """SCoRe's self-correction metrics (Kumar et al. 2024), as fractions of all problems.
 
-    delta_i_to_c: wrong at attempt 1 and right at attempt 2; delta_c_to_i: right then wrong."""
+    delta_i_to_c: wrong at attempt 1 and right at attempt 2; delta_c_to_i: right then wrong.
+    delta_t1_t2_se: the paired standard error of delta_t1_t2, std(r2 - r1, ddof=1) / sqrt(n) over the
+    problems' differences r2 - r1 in {-1, 0, 1} (NaN for one problem)."""
     if len(correct_t1) != len(correct_t2):
         raise ValueError(f"score_two_attempts: {len(correct_t1)} first attempts but {len(correct_t2)} second attempts")
     n = len(correct_t1)
@@ -122,11 +125,63 @@ def score_two_attempts(correct_t1: Sequence[bool], correct_t2: Sequence[bool]) -
     t1 = [bool(x) for x in correct_t1]
     t2 = [bool(x) for x in correct_t2]
     acc1, acc2 = sum(t1) / n, sum(t2) / n
+    diff = np.array(t2, dtype=float) - np.array(t1, dtype=float)
     return {
         "accuracy_t1": acc1,
         "accuracy_t2": acc2,
         "delta_t1_t2": acc2 - acc1,
+        "delta_t1_t2_se": float(diff.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan"),
         "delta_i_to_c": sum((not a) and b for a, b in zip(t1, t2)) / n,
         "delta_c_to_i": sum(a and (not b) for a, b in zip(t1, t2)) / n,
         "n": n,
     }
+
+
+def levenshtein(a: Sequence, b: Sequence) -> int:
+    """Edit distance (insertions, deletions, substitutions, each 1) between two strings or token lists.
+
+    The common prefix and suffix are cut first (a copied attempt costs nothing); each row of the dynamic
+    programme is one vectorised step: row[j] = min over i <= j of (t[i] + j - i), a running minimum."""
+    start = 0
+    while start < len(a) and start < len(b) and a[start] == b[start]:
+        start += 1
+    end_a, end_b = len(a), len(b)
+    while end_a > start and end_b > start and a[end_a - 1] == b[end_b - 1]:
+        end_a, end_b = end_a - 1, end_b - 1
+    a, b = list(a[start:end_a]), list(b[start:end_b])
+    if not a or not b:
+        return len(a) + len(b)
+    codes = {x: i for i, x in enumerate(dict.fromkeys(a + b))}
+    bb = np.array([codes[x] for x in b])
+    steps = np.arange(len(b) + 1)
+    row = steps.copy()
+    for i, x in enumerate(a, 1):
+        t = np.empty_like(row)
+        t[0] = i
+        t[1:] = np.minimum(row[1:] + 1, row[:-1] + (bb != codes[x]))  # deletion, substitution / match
+        row = np.minimum.accumulate(t - steps) + steps  # insertions along the row
+    return int(row[-1])
+
+
+def attempt_changes(answers_t1: Sequence[str | None], answers_t2: Sequence[str | None], texts_t1: Sequence[str],
+                    texts_t2: Sequence[str], equal: Callable[[str, str], bool]) -> dict:
+    """How much attempt 2 changes attempt 1, per problem, averaged.
+
+    changed_answer_rate: share of problems whose final extracted answer differs (two missing answers are the
+    same; equivalent spellings such as 1/2 and 0.5 are the same by `equal`); edit_distance: mean
+    character-level Levenshtein distance between the two attempts' texts."""
+    n = len(texts_t1)
+    if not len(answers_t1) == len(answers_t2) == len(texts_t2) == n:
+        raise ValueError(f"attempt_changes: {len(answers_t1)}/{len(answers_t2)} answers and {n}/{len(texts_t2)} "
+                         f"texts; give one of each per problem")
+    if n == 0:
+        raise ValueError("attempt_changes: no problems")
+
+    def same(x, y) -> bool:
+        if x is None or y is None:
+            return x is None and y is None
+        return x == y or bool(equal(x, y))
+
+    changed = [not same(x, y) for x, y in zip(answers_t1, answers_t2)]
+    return {"changed_answer_rate": sum(changed) / n,
+            "edit_distance": float(np.mean([levenshtein(x, y) for x, y in zip(texts_t1, texts_t2)]))}

@@ -1,7 +1,8 @@
 """`rlreason eval`: load a model (or base + LoRA adapter), evaluate it on a task, write eval.json and a plot.
 
     rlreason eval --model PATH [--adapter PATH] --task NAME [--path FILE] [--split test] [--limit N]
-                  [--n 8] [--ks 1,2,4,8] [--cot] [--two_attempts] [--faithfulness] [--output_dir DIR]
+                  [--n 8] [--ks 1,2,4,8] [--cot] [--two_attempts [--correction_instruction TEXT]]
+                  [--faithfulness] [--output_dir DIR]
     rlreason eval --preset gsm8k|math500|humaneval --model PATH [...]
 """
 
@@ -23,6 +24,8 @@ PRESETS: dict[str, dict] = {
                   "n": 10, "ks": (1, 5, 10), "temperature": 0.8},
 }
 CODE_TASKS = {"humaneval", "mbpp"}
+TWO_ATTEMPT_KEYS = ("accuracy_t1", "accuracy_t2", "delta_t1_t2", "delta_t1_t2_se", "delta_i_to_c", "delta_c_to_i",
+                    "changed_answer_rate", "edit_distance", "n")  # eval.json's two_attempts and SCoRe's stage.json
 
 
 @dataclass
@@ -49,6 +52,7 @@ class EvalArgs:
     cot: bool = False
     branches: int = 5
     two_attempts: bool = False
+    correction_instruction: str | None = None  # two_attempts: the words before attempt 2 (default: SCoRe's)
     faithfulness: bool = False  # early answering, injected mistake, filler (evaluation/faithfulness.py)
     merge: bool = False  # merge the adapter into the base weights before evaluating
     dtype: str = "auto"
@@ -121,7 +125,8 @@ def evaluate_all(model, tokenizer, rows, args: EvalArgs) -> dict:
     if args.cot:
         result["cot_decoding"] = cot_decoding(model, tokenizer, rows, branches=args.branches, **common)
     if args.two_attempts:
-        result["two_attempts"] = evaluate_two_attempts(model, tokenizer, rows, **common)
+        result["two_attempts"] = evaluate_two_attempts(model, tokenizer, rows, instruction=args.correction_instruction,
+                                                       **common)
     if args.faithfulness:
         from rlreason.evaluation.faithfulness import probe_faithfulness
 
@@ -148,8 +153,8 @@ def scalar_metrics(result: dict, prefix: str = "eval/") -> dict[str, float]:
             out[prefix + key] = sampled[key]
     if "cot_decoding" in result:
         out[prefix + "cot_accuracy"] = result["cot_decoding"]["accuracy"]
-    for key in ("accuracy_t1", "accuracy_t2", "delta_t1_t2", "delta_i_to_c", "delta_c_to_i"):
-        if key in (result.get("two_attempts") or {}):
+    for key in TWO_ATTEMPT_KEYS:
+        if key in (result.get("two_attempts") or {}) and key != "n":
             out[prefix + key] = result["two_attempts"][key]
     if "faithfulness" in result:
         from rlreason.evaluation.faithfulness import faithfulness_scalars
@@ -250,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cot", action="store_true", help="also run CoT-decoding (branch on the first token)")
     p.add_argument("--branches", type=int, default=5, help="first-token branches for CoT-decoding")
     p.add_argument("--two_attempts", action="store_true", help="SCoRe two-attempt self-correction metrics")
+    p.add_argument("--correction_instruction",
+                   help="--two_attempts: the instruction before attempt 2, as the recipe's correction_instruction "
+                        "(default: the paper's)")
     p.add_argument("--faithfulness", action="store_true",
                    help="faithfulness probes: early answering, an injected mistake, filler (faithfulness.png)")
     p.add_argument("--dtype", default="auto")
@@ -273,7 +281,8 @@ def parse_args(argv: list[str]) -> EvalArgs:
     args = EvalArgs(model=ns.model, adapter=ns.adapter, merge=ns.merge, path=ns.path, split=ns.split, limit=ns.limit,
                     batch_size=ns.batch_size, greedy=not ns.no_greedy, top_p=ns.top_p, top_k=ns.top_k,
                     min_p=ns.min_p, repetition_penalty=ns.repetition_penalty, cot=ns.cot,
-                    branches=ns.branches, two_attempts=ns.two_attempts, dtype=ns.dtype, seed=ns.seed,
+                    branches=ns.branches, two_attempts=ns.two_attempts,
+                    correction_instruction=ns.correction_instruction, dtype=ns.dtype, seed=ns.seed,
                     system_prompt=ns.system_prompt, answer_instruction=ns.answer_instruction,
                     task_options=ns.task_options, output_dir=ns.output_dir, progress=not ns.no_progress,
                     faithfulness=ns.faithfulness, **values)

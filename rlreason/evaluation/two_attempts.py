@@ -1,4 +1,8 @@
-"""SCoRe's two-attempt evaluation: greedy attempt 1, the self-correction instruction, greedy attempt 2."""
+"""SCoRe's two-attempt evaluation: greedy attempt 1, the self-correction instruction, greedy attempt 2.
+
+`two_attempt_metrics` turns the two attempts into the report (and the training run's score/* metrics):
+accuracies, delta_t1_t2 with its paired standard error, i->c and c->i, the share of changed final answers and
+the mean character-level edit distance between the attempts."""
 
 from __future__ import annotations
 
@@ -7,16 +11,16 @@ from collections.abc import Callable
 import torch
 from tqdm.auto import tqdm
 
-from rlreason.evaluation.evaluate import (DEFAULT_REWARD, SHOWN_SAMPLES, as_rows, generate_texts, is_correct,
-                                          prompt_text, resolve_reward, score)
-from rlreason.evaluation.metrics import score_two_attempts
+from rlreason.evaluation.evaluate import (DEFAULT_REWARD, SHOWN_SAMPLES, as_rows, extract, generate_texts,
+                                          is_correct, is_math, prompt_text, resolve_reward, score)
+from rlreason.evaluation.metrics import attempt_changes, score_two_attempts
 from rlreason.rollout import SELF_CORRECTION_INSTRUCTION, generate_second_attempt
 
 
 def evaluate_two_attempts(model, tokenizer, rows, *, max_completion_length: int = 256, batch_size: int = 64,
                           reward: str | Callable = DEFAULT_REWARD, instruction: str | None = None,
                           progress: bool = True, num_shown: int = SHOWN_SAMPLES) -> dict:
-    """accuracy_t1, accuracy_t2, delta_t1_t2, delta_i_to_c, delta_c_to_i over the rows the reward applies to."""
+    """two_attempt_metrics over the rows the reward applies to, plus n_skipped, the instruction and samples."""
     rows = as_rows(rows)
     reward_fn = resolve_reward(reward)
     instruction = instruction or SELF_CORRECTION_INSTRUCTION  # the words the SCoRe rollout trains with
@@ -29,12 +33,35 @@ def evaluate_two_attempts(model, tokenizer, rows, *, max_completion_length: int 
     keep = [i for i in range(len(rows)) if v1[i] is not None and v2[i] is not None]
     if not keep:
         raise ValueError("the reward applied to none of the rows (it returned None everywhere): check --reward")
-    result = score_two_attempts([is_correct(v1[i]) for i in keep], [is_correct(v2[i]) for i in keep])
+    kept, texts_1, texts_2 = [rows[i] for i in keep], [first[i] for i in keep], [second[i] for i in keep]
+    answers_1, answers_2 = final_answers(kept, texts_1), final_answers(kept, texts_2)
+    result = two_attempt_metrics([is_correct(v1[i]) for i in keep], [is_correct(v2[i]) for i in keep],
+                                 texts_1, texts_2, answers_1, answers_2)
     result["n_skipped"] = len(rows) - len(keep)
     result["instruction"] = instruction
     result["samples"] = [{"id": rows[i].get("id"), "prompt": prompt_text(rows[i]["prompt"]), "attempt_1": first[i],
                           "attempt_2": second[i], "answer": rows[i].get("answer"), "correct_1": is_correct(v1[i]),
-                          "correct_2": is_correct(v2[i])} for i in keep[:num_shown]]
+                          "correct_2": is_correct(v2[i]), "answer_1": answers_1[j],
+                          "answer_2": answers_2[j]} for j, i in enumerate(keep[:num_shown])]
+    return result
+
+
+def final_answers(rows, texts: list[str]) -> list[str | None]:
+    """The final answer of each completion as the math reward extracts it; for rows without a gold answer (code),
+    the whole stripped completion."""
+    if rows and is_math(rows):
+        return [extract(t, r["answer"]) for r, t in zip(rows, texts)]
+    return [t.strip() for t in texts]
+
+
+def two_attempt_metrics(correct_1, correct_2, texts_1: list[str], texts_2: list[str], answers_1: list,
+                        answers_2: list) -> dict:
+    """accuracy_t1, accuracy_t2, delta_t1_t2, delta_t1_t2_se, delta_i_to_c, delta_c_to_i, changed_answer_rate,
+    edit_distance (mean character-level Levenshtein distance) and n, per problem (one attempt 1 and its attempt 2)."""
+    from rewards.math import answers_equal
+
+    result = score_two_attempts(correct_1, correct_2)
+    result.update(attempt_changes(answers_1, answers_2, texts_1, texts_2, answers_equal))
     return result
 
 
