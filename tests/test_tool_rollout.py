@@ -230,7 +230,7 @@ def _train(model_factory, tok, tmp_path, trainer_cls=None, **overrides):
             for a, b in [(12, 34), (56, 78), (91, 23), (45, 67)]]
     options = dict(output_dir=str(tmp_path), num_generations=4, per_device_train_batch_size=8,
                    max_completion_length=40, learning_rate=1e-3, beta=0.04, max_steps=2, logging_steps=1,
-                   save_strategy="no", report_to="none", disable_tqdm=True, seed=0, use_cpu=True,
+                   save_strategy="no", report_to="none", disable_tqdm=True, seed=0, use_cpu=True, bf16=False,
                    tools=["python"], max_tool_output_tokens=8, tool_timeout=2.0, log_completions_steps=1,
                    tool_call_open=RANDOM_CALLS["tool_call_open"],
                    tool_stop_strings=list(RANDOM_CALLS["tool_stop_strings"]))
@@ -260,7 +260,7 @@ def test_a_short_grpo_run_with_tools_completes_and_logs_the_tool_metrics(tok, tm
     # LoRA: the same loop on an adapter (the reference is the base network)
     args = RLConfig(output_dir=str(tmp_path / "lora"), num_generations=4, per_device_train_batch_size=8,
                     max_completion_length=32, max_steps=1, save_strategy="no", report_to="none", disable_tqdm=True,
-                    use_cpu=True, beta=0.04, logging_steps=1, tools=["python"], tool_timeout=2.0,
+                    use_cpu=True, bf16=False, beta=0.04, logging_steps=1, tools=["python"], tool_timeout=2.0,
                     tool_call_open=RANDOM_CALLS["tool_call_open"],
                     tool_stop_strings=list(RANDOM_CALLS["tool_stop_strings"]))
     rows = [{"prompt": "12*34=", "answer": "408"}] * 2
@@ -302,22 +302,24 @@ def test_gae_skips_observation_holes():
     ({"algorithm": "score"}, "tools: algorithm score has no tool rollouts"),
     ({"backend": "trl"}, "backend: rlreason"),
 ])
-def test_bad_tool_options_fail_in_one_line(bad, message, tmp_path):
+def test_bad_tool_options_fail_in_one_line(bad, message, tiny_model_dir, tmp_path):
     from rlreason.config import RecipeError, load_recipe
 
-    raw = {"algorithm": "grpo", "task": "arithmetic", "reward_funcs": ["rewards.math.accuracy"],
-           "num_generations": 2, "per_device_train_batch_size": 2, "max_completion_length": 16,
+    raw = {"algorithm": "grpo", "model_name_or_path": tiny_model_dir, "task": "arithmetic",
+           "reward_funcs": ["rewards.math.accuracy"], "num_generations": 2, "per_device_train_batch_size": 2,
+           "max_completion_length": 16,
            "output_dir": str(tmp_path), "report_to": "none", "tools": ["python"], **bad}
     with pytest.raises(RecipeError) as error:
         load_recipe(None, base=raw)
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
-def test_good_tool_options_reach_the_training_arguments(tmp_path):
+def test_good_tool_options_reach_the_training_arguments(tiny_model_dir, tmp_path):
     from rlreason.config import load_recipe
 
-    raw = {"algorithm": "ppo", "task": "arithmetic", "reward_funcs": ["rewards.math.accuracy"],
-           "num_generations": 1, "per_device_train_batch_size": 2, "max_completion_length": 16,
+    raw = {"algorithm": "ppo", "model_name_or_path": tiny_model_dir, "task": "arithmetic",
+           "reward_funcs": ["rewards.math.accuracy"], "num_generations": 2, "per_device_train_batch_size": 2,
+           "max_completion_length": 16,
            "output_dir": str(tmp_path), "report_to": "none", "tools": ["python"], "max_tool_calls": 2,
            "tool_stop_strings": ["</code>"], "tool_call_open": "<code>", "observation_template": "<out>{output}</out>"}
     config = ToolConfig.from_args(load_recipe(None, base=raw).training_args)

@@ -113,7 +113,8 @@ def generate_texts(model, tokenizer, prompts: list, *, num_generations: int = 1,
             out = generate(model, tokenizer, batch, **sampling) if tools is None else \
                 generate_with_tools(model, tokenizer, batch, tools, **sampling)
             flags = [bool(t) for t in out.truncated.tolist()]
-            calls = out.tool_stats["tool_calls"].tolist() if out.tool_stats is not None else [0] * len(flags)
+            stats = getattr(out, "tool_stats", None)
+            calls = stats["tool_calls"].tolist() if stats is not None else [0] * len(flags)
             groups += [(out.texts[i * k:(i + 1) * k], flags[i * k:(i + 1) * k], calls[i * k:(i + 1) * k])
                        for i in range(len(out.texts) // k)]
         return groups
