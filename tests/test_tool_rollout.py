@@ -257,6 +257,12 @@ def test_a_short_grpo_run_with_tools_completes_and_logs_the_tool_metrics(tok, tm
     assert len(logged) == 2 and all(k in logged[0] for k in TOOL_METRICS), sorted(logged[0])
     assert max(m["tools/calls_per_completion"] for m in logged) > 0
     assert all(0 <= m["tools/observation_share"] < 1 for m in logged)
+    torch.manual_seed(5)
+    batch, rollout, _ = trainer.sample(trainer.train_dataset)  # how the masks reach the loss
+    obs, P = rollout.observation_mask, rollout.prompt_ids.size(1)
+    assert obs.sum() > 0
+    assert torch.equal(batch["completion_mask"], rollout.completion_mask * (1 - obs))  # loss, log-probs, KL
+    assert torch.equal(batch["attention_mask"][:, P:], rollout.completion_mask)  # observations are still read
     # LoRA: the same loop on an adapter (the reference is the base network)
     args = RLConfig(output_dir=str(tmp_path / "lora"), num_generations=4, per_device_train_batch_size=8,
                     max_completion_length=32, max_steps=1, save_strategy="no", report_to="none", disable_tqdm=True,
@@ -339,3 +345,16 @@ def test_eval_with_tools_reports_tool_calls(model, tok):
     result = evaluate_greedy(model, tok, rows, max_completion_length=40, tools=tools, progress=False)
     assert result["n"] == 2 and result["tool_calls_per_problem"] >= 0
     assert "tool_calls_per_problem" not in evaluate_greedy(model, tok, rows, max_completion_length=8, progress=False)
+
+
+def test_a_grpo_recipe_with_tools_writes_the_tool_metrics(tiny_model_dir, tmp_path):
+    from pathlib import Path
+
+    from rlreason.tracking import read_metrics
+
+    from .test_grpo import grpo_recipe, run
+
+    out = run(grpo_recipe(tiny_model_dir, tmp_path / "run", max_steps=1, reward_funcs=["rewards.math.accuracy"],
+                          tools=["python"], tool_timeout=2.0, max_tool_output_tokens=8))
+    rows = [m for m in read_metrics(Path(out) / "metrics.jsonl") if "reward" in m]
+    assert rows and all(k in rows[0] for k in TOOL_METRICS), sorted(rows[0])
