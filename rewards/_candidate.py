@@ -7,6 +7,8 @@ program's own prints go nowhere):
       ("c", name, args, kwargs) -> ("v", value) | ("e", exception type name) | ("x",) not a built-in value
   ("stdio", code, cap) -> ("ok", [], {}) | ("err", name)
       ("r", input bytes) -> ("o", exited cleanly, stdout bytes (up to cap + 1)): one forked run of the program
+  ("tool", [cell, ...], cap) -> ("t", stdout of the last cell (up to cap + 1 chars), its error's last line | None):
+      the cells run in order in one namespace (an interpreter session replayed); only the last one's output is kept
 A SystemExit or other BaseException out of a call ends this process, which the judge scores as a failure."""
 
 
@@ -99,6 +101,50 @@ def _serve_calls(namespace, rfd, wfd):
         _send(wfd, ("v", result))
 
 
+class _Capped:
+    """sys.stdout for a tool cell: keeps the first cap + 1 characters written, drops the rest."""
+
+    def __init__(self, cap):
+        self.cap, self.parts, self.size = cap, [], 0
+
+    def write(self, text):
+        if type(text) is not str:
+            raise TypeError("write() argument must be str")
+        room = self.cap + 1 - self.size
+        if room > 0:
+            self.parts.append(text[:room])
+            self.size += min(len(text), room)
+        return len(text)
+
+    def flush(self):
+        pass
+
+
+def _error_line(error):
+    try:
+        message = str(error)
+    except BaseException:
+        message = ""
+    name = type(error).__name__
+    line = (name + ": " + message) if type(message) is str and message else name
+    return line[:1000] if type(line) is str else "Exception"
+
+
+def _run_cells(cells, cap):
+    namespace = {"__name__": "__main__", "__builtins__": __builtins__}
+    sink, error = _Capped(cap), None
+    for i, cell in enumerate(cells):
+        last = i == len(cells) - 1
+        _sys.stdout = sink if last else _Capped(0)
+        try:
+            exec(compile(cell, "<cell>", "exec"), namespace)
+        except BaseException as caught:
+            if last:
+                error = _error_line(caught)
+    _sys.stdout = _sys.__stdout__
+    return ("t", "".join(sink.parts)[:cap + 1], error)
+
+
 def _main():
     rfd, wfd = _os.dup(0), _os.dup(1)
     null = _os.open("/dev/null", _os.O_RDWR)
@@ -106,6 +152,9 @@ def _main():
         _os.dup2(null, fd)
     _os.close(null)
     mode, code, cap = _recv(rfd)
+    if mode == "tool":
+        _send(wfd, _run_cells(code, cap))
+        return
     try:
         program = compile(code, "<candidate>", "exec")
     except BaseException as error:

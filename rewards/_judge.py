@@ -5,6 +5,8 @@ Reads marshal-ed jobs from the pool on stdin, writes marshal-ed verdicts on its 
   {"kind": "function", "code", "tests", "entry_point", "limits", "layer"}
   {"kind": "stdio", "code", "cases": [(input, output), ...], "tolerance", "limits", "layer"}
   -> {"score": 1.0 | 0.0 | None, "reason": str}  (None: the tests check nothing)  or {"error": str}
+  {"kind": "tool", "cells": [code, ...], "limits", "layer"}  (the policy's Python tool, rewards/python_tool.py)
+  -> {"output": str (at most limits.output_bytes + 1 chars), "error": str | None, "timeout": bool}
 Function tests run here, with a stand-in for each of the program's functions: a call sends its arguments to the
 candidate process (rewards/_candidate.py) and gets back a value rebuilt from plain data (rewards/_wire.py) or the
 name of the exception it raised. The judge is non-dumpable, holds its own sandbox uid, and is the subreaper of
@@ -282,7 +284,43 @@ class Judge:
             remove_files_of(self.uid[0])
             remove_ipc_of(self.uid[0])
 
+    def run_tool(self, job: dict) -> dict:
+        """Run the cells of one tool call in a fresh sandbox: the last cell's stdout and error line, never raises."""
+        limits, layer = Limits(**job["limits"]), job["layer"]
+        cap = limits.output_bytes
+        start = time.monotonic()
+        workdir = None
+        if layer != "bwrap":
+            workdir = tempfile.mkdtemp(prefix="rewards-sandbox-")
+            if self.uid:
+                os.chown(workdir, self.uid[0], self.uid[0])
+        proc = self._spawn(layer, limits, workdir)
+        try:
+            channel = Channel(proc, start + limits.timeout)
+            signal.setitimer(signal.ITIMER_REAL, max(1e-3, start + limits.timeout - time.monotonic()))
+            try:
+                channel.send(("tool", [str(c) for c in job["cells"]], cap))
+                reply = channel.recv()
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+            if not (type(reply) is tuple and len(reply) == 3 and reply[0] == "t" and type(reply[1]) is str
+                    and (reply[2] is None or type(reply[2]) is str)):
+                raise Failed("malformed reply")
+            return {"output": reply[1][:cap + 1], "error": None if reply[2] is None else reply[2][:1000],
+                    "timeout": False}
+        except Failed as failure:
+            timed_out = str(failure) == "time limit"
+            reason = f"TimeoutError: the code ran past {limits.timeout:g} s" if timed_out else \
+                f"the code was stopped ({failure})"
+            return {"output": "", "error": reason, "timeout": timed_out}
+        finally:
+            self._stop(proc)
+            if workdir:
+                shutil.rmtree(workdir, ignore_errors=True)
+
     def run(self, job: dict) -> dict:
+        if job["kind"] == "tool":
+            return self.run_tool(job)
         limits = Limits(**job["limits"])
         kind, layer = job["kind"], job["layer"]
         if kind == "function":

@@ -122,15 +122,17 @@ def gae(rewards: torch.Tensor, num_generations: int = 1, *, values: torch.Tensor
 
     rewards: (B,) sequence rewards, placed on the last completion token, or (B, C) per-token rewards.
     values: (B, C) value predictions V(s_t) for each completion position; mask: (B, C) completion mask.
-    The episode ends after the last masked-in token (the next value is 0). Returns (advantages (B, C),
-    {"returns": advantages + values}); both are 0 outside the mask. num_generations is not used."""
+    The episode ends after the last masked-in token (the next value is 0). Masked-out positions before it (a tool
+    rollout's observation tokens) are skipped: the step before one bootstraps from the next masked-in token.
+    Returns (advantages (B, C), {"returns": advantages + values}); both are 0 outside the mask. num_generations
+    is not used."""
     if values.shape != mask.shape or values.dim() != 2:
         raise ValueError(f"values {tuple(values.shape)} and mask {tuple(mask.shape)} must both be (B, C)")
     mask = mask.to(values.dtype)
     if rewards.dim() == 1:
         if rewards.size(0) != values.size(0):
             raise ValueError(f"{rewards.size(0)} rewards for {values.size(0)} sequences")
-        last = (mask.sum(1).long() - 1).clamp(min=0)
+        last = last_token_index(mask)
         token_rewards = torch.zeros_like(values)
         token_rewards[torch.arange(values.size(0)), last] = torch.nan_to_num(rewards.to(values.dtype), nan=0.0)
     elif rewards.shape == values.shape:
@@ -139,11 +141,23 @@ def gae(rewards: torch.Tensor, num_generations: int = 1, *, values: torch.Tensor
         raise ValueError(f"rewards must be (B,) or (B, C) like values {tuple(values.shape)}, got {tuple(rewards.shape)}")
     token_rewards, values = token_rewards * mask, values.detach() * mask
     C = values.size(1)
+    positions = torch.arange(C, device=mask.device).unsqueeze(0)
+    hole = (mask == 0) & (positions < last_token_index(mask).unsqueeze(1)) & mask.bool().any(1, keepdim=True)
     advantages = torch.zeros_like(values)
     running = torch.zeros_like(values[:, 0])
+    next_value = torch.zeros_like(running)
     for t in reversed(range(C)):
-        next_value = values[:, t + 1] * mask[:, t + 1] if t + 1 < C else torch.zeros_like(running)
         delta = token_rewards[:, t] + gamma * next_value - values[:, t]
-        running = (delta + gamma * lam * running) * mask[:, t]  # a masked-out position ends the episode
-        advantages[:, t] = running
+        step = (delta + gamma * lam * running) * mask[:, t]
+        running = torch.where(hole[:, t], running, step)  # an observation is skipped; padding ends the episode
+        next_value = torch.where(hole[:, t], next_value, values[:, t] * mask[:, t])
+        advantages[:, t] = running * mask[:, t]
     return advantages, {"returns": (advantages + values) * mask}
+
+
+def last_token_index(mask: torch.Tensor) -> torch.Tensor:
+    """(B,) index of each row's last masked-in position (0 for an empty row); holes in the mask are allowed."""
+    C = mask.size(1)
+    flipped = mask.flip(1).bool()
+    last = C - 1 - flipped.int().argmax(1)
+    return torch.where(flipped.any(1), last, torch.zeros_like(last))

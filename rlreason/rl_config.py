@@ -7,6 +7,8 @@ from typing import Literal
 
 from trl import GRPOConfig
 
+from rlreason.tools import DEFAULT_OPEN, DEFAULT_STOPS, DEFAULT_TEMPLATE
+
 
 @dataclass
 class RLConfig(GRPOConfig):
@@ -49,7 +51,30 @@ class RLConfig(GRPOConfig):
     correction_instruction: str | None = field(default=None, metadata={
         "help": "SCoRe: the turn between the attempts (default: rlreason.rollout.SELF_CORRECTION_INSTRUCTION)"})
 
+    # tools (rlreason/tools.py, rlreason/tool_rollout.py): multi-turn rollouts in which the model's code runs in the
+    # code reward's sandbox and its output comes back as observation tokens, masked out of the loss
+    tools: list[str] | None = field(default=None, metadata={
+        "help": "[python]: the model may call Python during its rollouts (a ```python fenced block; off by default)"})
+    max_tool_calls: int = field(default=4, metadata={"help": "tools: calls per trajectory at most"})
+    tool_timeout: float = field(default=5.0, metadata={"help": "tools: wall-clock seconds of one call"})
+    max_tool_output_tokens: int = field(default=64, metadata={
+        "help": "tools: tokens of a call's output (stdout, or the error's last line) that are shown to the model"})
+    tool_call_open: str = field(default=DEFAULT_OPEN, metadata={"help": "tools: the text that opens a tool call"})
+    tool_stop_strings: list[str] = field(default_factory=lambda: list(DEFAULT_STOPS), metadata={
+        "help": "tools: a call ends at the first of these after tool_call_open"})
+    observation_template: str = field(default=DEFAULT_TEMPLATE, metadata={
+        "help": "tools: the observation appended after a call; {output} is the call's (truncated) output"})
+    tool_persistent_state: bool = field(default=False, metadata={
+        "help": "tools: a call sees the variables of the trajectory's earlier calls (they are run again first)"})
+
     def __post_init__(self):
+        from rlreason.config import RecipeError
+        from rlreason.tools import check_tool_options
+
+        check_tool_options(self.tools, self.max_tool_calls, self.tool_timeout, self.max_tool_output_tokens,
+                           self.tool_call_open, self.tool_stop_strings, self.observation_template)
+        if self.tools and self.rollout_engine != "static":
+            raise RecipeError("rollout_engine: tools decode with the static engine; use rollout_engine: static")
         if self.advantage_estimator in ("dr_grpo", "rloo") and self.scale_rewards == "group":
             self.scale_rewards = "none"  # Dr. GRPO and RLOO do not divide by the group's std (set batch to scale)
         super().__post_init__()

@@ -35,6 +35,11 @@ class Rollout:
     truncated: torch.Tensor  # (B*k,) bool: no eos within max_completion_length
     logprobs: torch.Tensor | None = None  # (B*k, C) log-probs of the sampled tokens (0 on padding), or None
     num_generations: int = 1
+    # tool rollouts (rlreason/tool_rollout.py): 1 on observation tokens (inserted, not sampled), per-row tool counts,
+    # and the trajectories' text with the observations marked (texts holds the policy's tokens only)
+    observation_mask: torch.Tensor | None = None  # (B*k, C)
+    tool_stats: dict | None = None  # name -> (B*k,) counts
+    display_texts: list[str] | None = None
 
     def expanded_prompts(self) -> tuple[torch.Tensor, torch.Tensor]:
         """prompt_ids and prompt_mask repeated k times, aligned with the completion rows."""

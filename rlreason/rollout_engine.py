@@ -84,10 +84,13 @@ def should_compile(model, compile: bool | None) -> bool:
 
 
 def static_decode(model, ids: torch.Tensor, mask: torch.Tensor, k: int, config, eos_ids: list[int],
-                  compile: bool | None = None) -> torch.Tensor:
+                  compile: bool | None = None, on_token=None) -> torch.Tensor:
     """(B*k, C) completion ids for left-padded prompts (B, P), rows grouped by prompt, padded with pad_token_id
     after each row's EOS; C is the longest completion (at most config.max_new_tokens), as `generate` returns it.
-    compile: torch.compile the decode step (None: on a GPU only, see should_compile)."""
+    compile: torch.compile the decode step (None: on a GPU only, see should_compile).
+    on_token(rows, tokens, logits), after each step: the output rows that drew a token at this step, those tokens
+    and their float32 logits; it may return a bool tensor (one per such row) of the rows that stop here, as at an
+    EOS (the tool rollout, rlreason/tool_rollout.py, stops a row at the end of a tool call)."""
     from rlreason.rollout import shared_prompt_cache
 
     check_static_options(config.repetition_penalty, None)
@@ -123,7 +126,12 @@ def static_decode(model, ids: torch.Tensor, mask: torch.Tensor, k: int, config, 
         chosen = torch.where(running, chosen, pad_id)
         out[index, t] = chosen
         width = t + 1
+        drew = running.clone()
         running &= ~torch.isin(chosen, eos)
+        if on_token is not None:
+            stop = on_token(index[drew], chosen[drew], logits[drew].to(dtype=torch.float32))
+            if stop is not None:
+                running[drew] &= ~stop
         alive = int(running.sum())
         if alive == 0 or t == max_new - 1:
             break

@@ -23,6 +23,8 @@ from rlreason.monitors import MonitorBoard, rollout_statistics
 from rlreason.rollout import completion_logprobs, generate
 from rlreason.sampling import check_training_sampling, training_sampling
 from rlreason.scoring import RewardScorer
+from rlreason.tool_rollout import generate_with_tools
+from rlreason.tools import ToolConfig
 
 
 class OnlineRLTrainer(Trainer):
@@ -155,10 +157,16 @@ class OnlineRLTrainer(Trainer):
         """k completions per prompt -> (batch of token tensors on the device, the Rollout, seconds)."""
         args, k, device = self.args, self.args.num_generations, self.args.device
         start = time.perf_counter()
+        prompts, tools = [r["prompt"] for r in rows], ToolConfig.from_args(args)
         with _unwrap_for_generation(self.model_wrapped, self.accelerator, args) as gen_model:
-            rollout = generate(gen_model, self.processing_class, [r["prompt"] for r in rows], num_generations=k,
-                               max_completion_length=args.max_completion_length, **training_sampling(args),
-                               engine=args.rollout_engine, compile=args.rollout_compile)
+            if tools is not None:  # multi-turn: the model's code runs in the sandbox, its output comes back as tokens
+                rollout = generate_with_tools(gen_model, self.processing_class, prompts, tools, num_generations=k,
+                                              max_completion_length=args.max_completion_length,
+                                              **training_sampling(args), compile=args.rollout_compile)
+            else:
+                rollout = generate(gen_model, self.processing_class, prompts, num_generations=k,
+                                   max_completion_length=args.max_completion_length, **training_sampling(args),
+                                   engine=args.rollout_engine, compile=args.rollout_compile)
         gen_seconds = time.perf_counter() - start
         completion_ids, completion_mask = rollout.completion_ids.to(device), rollout.completion_mask.to(device)
         if args.mask_truncated_completions:
@@ -166,7 +174,7 @@ class OnlineRLTrainer(Trainer):
         prompt_ids, prompt_mask = (t.to(device) for t in rollout.expanded_prompts())
         batch = {"input_ids": torch.cat([prompt_ids, completion_ids], 1),
                  "attention_mask": torch.cat([prompt_mask, completion_mask], 1),
-                 "completion_ids": completion_ids, "completion_mask": completion_mask}
+                 "completion_ids": completion_ids, "completion_mask": policy_token_mask(completion_mask, rollout)}
         return batch, rollout, gen_seconds
 
     def reference_logps(self, batch: dict):
@@ -290,11 +298,15 @@ class OnlineRLTrainer(Trainer):
         stats = rollout_statistics(rollout.texts, self.processing_class, scores.errors, self.args.monitors)
         for key, value in stats.items():  # what the run monitors read
             m[key].append(value)
+        if rollout.tool_stats is not None:
+            for key, value in tool_metrics(rollout, self.accelerator.gather, self.args.device).items():
+                m[key].append(value)
         if self.args.log_completions_steps and self.state.global_step % self.args.log_completions_steps == 0:
             names = list(scores.per_function)
+            shown = rollout.display_texts or rollout.texts  # tool rollouts: observations marked
             self._table = [
                 {"step": self.state.global_step, "prompt": _prompt_text(rows[i // self.args.num_generations]),
-                 "completion": rollout.texts[i], **{n: float(scores.per_function[n][i]) for n in names},
+                 "completion": shown[i], **{n: float(scores.per_function[n][i]) for n in names},
                  "advantage": float(advantages[i].float().mean())}
                 for i in range(min(len(rollout.texts), 16))
             ]
@@ -322,6 +334,29 @@ class OnlineRLTrainer(Trainer):
             return
         columns = list(self._table[0])
         wandb.log({"completions": wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in self._table])})
+
+
+def policy_token_mask(completion_mask: torch.Tensor, rollout) -> torch.Tensor:
+    """The tokens the loss, log-probs, KL and entropy count: completion_mask without a tool rollout's
+    observation tokens (the policy did not sample them). Attention still covers the observations."""
+    if rollout.observation_mask is None:
+        return completion_mask
+    return completion_mask * (1 - rollout.observation_mask.to(completion_mask.device, completion_mask.dtype))
+
+
+def tool_metrics(rollout, gather, device) -> dict[str, float]:
+    """Tool use over every process's rows: calls, errors, timeouts and turns per completion, errors and timeouts
+    per call, and the share of the trajectories' tokens that are observations."""
+    totals = {key: gather(value.to(device).float()) for key, value in rollout.tool_stats.items()}
+    tokens = gather(rollout.completion_mask.sum(1).to(device).float()).sum().clamp(min=1)
+    calls = totals["tool_calls"].sum()
+    return {"tools/calls_per_completion": totals["tool_calls"].mean().item(),
+            "tools/errors_per_completion": totals["tool_errors"].mean().item(),
+            "tools/timeouts_per_completion": totals["tool_timeouts"].mean().item(),
+            "tools/error_rate": (totals["tool_errors"].sum() / calls.clamp(min=1)).item(),
+            "tools/timeout_rate": (totals["tool_timeouts"].sum() / calls.clamp(min=1)).item(),
+            "tools/turns": totals["turns"].mean().item(),
+            "tools/observation_share": (totals["observation_tokens"].sum() / tokens).item()}
 
 
 def _record_prompts(trainer, micro_batch_ids: list[list]) -> None:

@@ -14,7 +14,7 @@ import dataclasses
 
 _TRL = "`backend: trl` runs it with TRL's GRPOTrainer"
 _VLLM = "the native engine generates with transformers; `backend: trl` runs TRL's vLLM path"
-_TOOLS = "the native engine has no tool-calling rollout; " + _TRL
+_TOOLS = "the native engine's tool rollouts take `tools: [python]` and `max_tool_calls`; set those instead"
 _ENTROPY = "the native engine has no entropy bonus or entropy mask; " + _TRL
 _SYNC = "the native engine keeps the reference fixed (beta > 0); " + _TRL
 _CB = "the native engine generates with model.generate and a shared prompt cache; " + _TRL

@@ -126,6 +126,9 @@ RANGES: dict[str, tuple] = {
     "seed": (0, True, None, False),
     "data_seed": (0, True, None, False),
     "save_total_limit": (0, True, None, False),
+    "tool_timeout": (0, False, 600, True),
+    "max_tool_output_tokens": (1, True, None, False),
+    "max_tool_calls": (1, True, None, False),
     "max_steps": None,  # -1 (epochs decide) or >= 1: checked below
 }
 _AT_LEAST_ONE = re.compile(r"(_batch_size|_length|_samples|^num_generations.*|^num_iterations|^iterations|^k"
@@ -253,6 +256,11 @@ def _check_rl(algorithm: str, args, t: dict) -> None:
         if spg is not None and spg % ga:
             raise RecipeError(f"steps_per_generation: {spg} must be a multiple of gradient_accumulation_steps "
                               f"({ga}): one rollout serves whole optimizer steps")
+    if t.get("tools"):
+        if algorithm not in ("grpo", "ppo"):
+            raise RecipeError(f"tools: algorithm {algorithm} has no tool rollouts (grpo and ppo have); drop tools")
+        if args.backend != "rlreason":
+            raise RecipeError("tools: the tool rollouts are the native engine's; use backend: rlreason")
     scale = t.get("scale_rewards")
     if not isinstance(scale, bool) and scale not in SCALE_REWARDS:
         raise RecipeError(f"scale_rewards: '{scale}' is not one of {', '.join(SCALE_REWARDS)}")

@@ -15,6 +15,7 @@ import torch
 from transformers import TrainerCallback
 
 from rlreason.algorithms.common import finish_run, load_rows, prepare_model_path, run_training, start_run
+from rlreason.advantages import last_token_index
 from rlreason.config import RecipeError
 from rlreason.losses import masked_mean, value_loss, whiten
 from rlreason.models.parallel import unwrap_parallel
@@ -66,7 +67,7 @@ class PPOTrainer(OnlineRLTrainer):
     def compute_advantages(self, batch, rewards):
         args, mask = self.args, batch["completion_mask"]
         token_rewards = torch.zeros_like(batch["old_values"])
-        last = (mask.sum(1).long() - 1).clamp(min=0)
+        last = last_token_index(mask)  # the mask has holes where a tool rollout inserted observations
         token_rewards[torch.arange(len(last)), last] = torch.nan_to_num(rewards.float(), nan=0.0)
         if args.kl_in_reward and batch["ref_logps"] is not None:
             token_rewards = token_rewards - args.beta * (batch["old_logps"] - batch["ref_logps"]) * mask

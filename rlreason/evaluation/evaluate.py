@@ -86,12 +86,16 @@ def generate_texts(model, tokenizer, prompts: list, *, num_generations: int = 1,
                    do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
                    min_p: float | None = None, repetition_penalty: float = 1.0,
                    chat_template_kwargs: dict | None = None, batch_size: int = 64, progress: bool = True,
-                   desc: str = "generating") -> tuple[list[str], list[bool]]:
+                   desc: str = "generating", tools=None, tool_calls: list | None = None
+                   ) -> tuple[list[str], list[bool]]:
     """Completions (num_generations per prompt, grouped by prompt) and their truncation flags, in batches
     of about batch_size sequences with a progress bar; the model is put in eval mode and restored after.
-    The prompts are split across the processes of a run and the completions gathered (rlreason.ranks)."""
+    The prompts are split across the processes of a run and the completions gathered (rlreason.ranks).
+    tools (a rlreason.tools.ToolConfig): tool-using rollouts (the texts are the model's tokens, observations
+    left out, as the rewards see them); the tool calls of each completion are appended to `tool_calls`."""
     from rlreason.ranks import is_main, map_across_ranks
     from rlreason.rollout import generate
+    from rlreason.tool_rollout import generate_with_tools
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -101,13 +105,18 @@ def generate_texts(model, tokenizer, prompts: list, *, num_generations: int = 1,
                     top_p=top_p, top_k=top_k, do_sample=do_sample, min_p=min_p, repetition_penalty=repetition_penalty,
                     chat_template_kwargs=chat_template_kwargs)
 
-    def generate_share(share: list) -> list[tuple[list[str], list[bool]]]:
-        groups: list[tuple[list[str], list[bool]]] = []
+    def generate_share(share: list) -> list[tuple[list[str], list[bool], list[int]]]:
+        groups: list[tuple[list[str], list[bool], list[int]]] = []
         starts = range(0, len(share), per_batch)
         for start in tqdm(starts, desc=desc, disable=not (progress and is_main()), unit="batch"):
-            out = generate(model, tokenizer, share[start:start + per_batch], **sampling)
+            batch = share[start:start + per_batch]
+            out = generate(model, tokenizer, batch, **sampling) if tools is None else \
+                generate_with_tools(model, tokenizer, batch, tools, **sampling)
             flags = [bool(t) for t in out.truncated.tolist()]
-            groups += [(out.texts[i * k:(i + 1) * k], flags[i * k:(i + 1) * k]) for i in range(len(out.texts) // k)]
+            stats = getattr(out, "tool_stats", None)
+            calls = stats["tool_calls"].tolist() if stats is not None else [0] * len(flags)
+            groups += [(out.texts[i * k:(i + 1) * k], flags[i * k:(i + 1) * k], calls[i * k:(i + 1) * k])
+                       for i in range(len(out.texts) // k)]
         return groups
 
     was_training = model.training
@@ -117,7 +126,9 @@ def generate_texts(model, tokenizer, prompts: list, *, num_generations: int = 1,
             groups = map_across_ranks(generate_share, prompts)
     finally:
         model.train(was_training)
-    return [t for texts, _ in groups for t in texts], [f for _, flags in groups for f in flags]
+    if tool_calls is not None:
+        tool_calls.extend(c for _, _, calls in groups for c in calls)
+    return [t for texts, _, _ in groups for t in texts], [f for _, flags, _ in groups for f in flags]
 
 
 def extract(text: str, gold: str | None = None) -> str | None:
@@ -143,17 +154,21 @@ def _sample(row: dict, completion: str, value: float | None, math_task: bool) ->
 
 def evaluate_greedy(model, tokenizer, rows, *, max_completion_length: int = 256, batch_size: int = 64,
                     reward: str | Callable = DEFAULT_REWARD, progress: bool = True,
-                    num_shown: int = SHOWN_SAMPLES, chat_template_kwargs: dict | None = None) -> dict:
-    """Greedy-decoding accuracy: {"accuracy", "n", "n_skipped", "truncated", "mean_completion_chars", "samples"}."""
+                    num_shown: int = SHOWN_SAMPLES, chat_template_kwargs: dict | None = None, tools=None) -> dict:
+    """Greedy-decoding accuracy: {"accuracy", "n", "n_skipped", "truncated", "mean_completion_chars", "samples"};
+    with tools (a rlreason.tools.ToolConfig) the model may call them, and "tool_calls_per_problem" is added."""
     rows = as_rows(rows)
     reward_fn = resolve_reward(reward)
+    calls: list[int] = []
     texts, truncated = generate_texts(model, tokenizer, [r["prompt"] for r in rows], do_sample=False,
                                       max_completion_length=max_completion_length, batch_size=batch_size,
-                                      chat_template_kwargs=chat_template_kwargs, progress=progress, desc="greedy")
+                                      chat_template_kwargs=chat_template_kwargs, progress=progress, desc="greedy",
+                                      tools=tools, tool_calls=calls)
     values = score(rows, texts, reward_fn)
     scored = [is_correct(v) for v in values if v is not None]
     math_task = is_math(rows)
-    return {
+    extra = {"tool_calls_per_problem": sum(calls) / max(1, len(calls))} if tools is not None else {}
+    return {**extra,
         "accuracy": sum(scored) / len(scored) if scored else float("nan"),
         "n": len(scored),
         "n_skipped": len(values) - len(scored),
@@ -169,7 +184,7 @@ def evaluate_sampled(model, tokenizer, rows, *, n: int = 8, ks: Sequence[int] = 
                      repetition_penalty: float = 1.0, max_completion_length: int = 256,
                      batch_size: int = 64, reward: str | Callable = DEFAULT_REWARD, progress: bool = True,
                      agreement_bins: int = 4, num_shown: int = SHOWN_SAMPLES,
-                     chat_template_kwargs: dict | None = None) -> dict:
+                     chat_template_kwargs: dict | None = None, tools=None) -> dict:
     """n samples per problem: unbiased pass@k, maj@k self-consistency and accuracy per agreement bucket.
 
     maj@k (math rows only: they carry a gold `answer`) votes over extracted final answers, grouping
@@ -186,7 +201,7 @@ def evaluate_sampled(model, tokenizer, rows, *, n: int = 8, ks: Sequence[int] = 
                                       min_p=min_p, repetition_penalty=repetition_penalty,
                                       max_completion_length=max_completion_length, batch_size=batch_size,
                                       chat_template_kwargs=chat_template_kwargs, progress=progress,
-                                      desc=f"sampling {n} per problem")
+                                      desc=f"sampling {n} per problem", tools=tools)
     expanded = [r for r in rows for _ in range(n)]
     values = score(expanded, texts, reward_fn)
     math_task = is_math(rows)

@@ -2,7 +2,7 @@
 
     rlreason eval --model PATH [--adapter PATH] --task NAME [--path FILE] [--split test] [--limit N]
                   [--n 8] [--ks 1,2,4,8] [--cot] [--two_attempts [--correction_instruction TEXT]]
-                  [--faithfulness] [--output_dir DIR]
+                  [--faithfulness] [--output_dir DIR] [--tools python [--max_tool_calls 4] [--tool_timeout 5]]
     rlreason eval --preset gsm8k|math500|humaneval --model PATH [...]
 """
 
@@ -61,6 +61,9 @@ class EvalArgs:
     answer_instruction: str | None = None
     task_options: dict = field(default_factory=dict)
     output_dir: str = "runs/eval"
+    tools: tuple[str, ...] = ()  # (python,): greedy and sampled decoding may call the sandboxed Python tool
+    max_tool_calls: int = 4
+    tool_timeout: float = 5.0
     progress: bool = True
 
 
@@ -115,13 +118,14 @@ def evaluate_all(model, tokenizer, rows, args: EvalArgs) -> dict:
     common = dict(max_completion_length=args.max_completion_length, batch_size=args.batch_size, reward=reward,
                   progress=args.progress)
     result: dict = {}
+    tools = eval_tools(args)
     if args.greedy:
-        result["greedy"] = evaluate_greedy(model, tokenizer, rows, **common)
+        result["greedy"] = evaluate_greedy(model, tokenizer, rows, tools=tools, **common)
     if args.n > 0:
         transformers.set_seed(args.seed)
         result["sampled"] = evaluate_sampled(model, tokenizer, rows, n=args.n, ks=args.ks, temperature=args.temperature,
                                              top_p=args.top_p, top_k=args.top_k, min_p=args.min_p,
-                                             repetition_penalty=args.repetition_penalty, **common)
+                                             repetition_penalty=args.repetition_penalty, tools=tools, **common)
     if args.cot:
         result["cot_decoding"] = cot_decoding(model, tokenizer, rows, branches=args.branches, **common)
     if args.two_attempts:
@@ -139,12 +143,26 @@ def evaluate_all(model, tokenizer, rows, args: EvalArgs) -> dict:
     return result
 
 
+def eval_tools(args: EvalArgs):
+    """The ToolConfig of --tools (None without it); --cot, --two_attempts and --faithfulness do not take tools."""
+    from rlreason.tools import ToolConfig
+
+    if not args.tools:
+        return None
+    if args.cot or args.two_attempts or args.faithfulness:
+        raise ValueError("--tools applies to greedy and sampled decoding only; drop --cot, --two_attempts and "
+                         "--faithfulness")
+    return ToolConfig(tools=tuple(args.tools), max_tool_calls=args.max_tool_calls, tool_timeout=args.tool_timeout)
+
+
 def scalar_metrics(result: dict, prefix: str = "eval/") -> dict[str, float]:
     """The loggable scalars of evaluate_all's result: eval/accuracy, eval/pass@k, eval/maj@k, eval/cot_accuracy, ..."""
     out: dict[str, float] = {}
     greedy, sampled = result.get("greedy") or {}, result.get("sampled") or {}
     if "accuracy" in greedy:
         out[prefix + "accuracy"] = greedy["accuracy"]
+    if "tool_calls_per_problem" in greedy:
+        out[prefix + "tool_calls_per_problem"] = greedy["tool_calls_per_problem"]
     for name, key in (("pass", "pass_at_k"), ("maj", "maj_at_k")):
         for k, v in (sampled.get(key) or {}).items():
             out[f"{prefix}{name}@{k}"] = v
@@ -266,6 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--answer_instruction")
     p.add_argument("--task_options", type=_json_dict, default={}, help='JSON, e.g. \'{"digits": 2}\'')
     p.add_argument("--output_dir", default="runs/eval")
+    p.add_argument("--tools", type=lambda text: tuple(t for t in text.split(",") if t), default=(),
+                   help="tools the model may call while decoding, e.g. python (rlreason.tools)")
+    p.add_argument("--max_tool_calls", type=int, default=4, help="with --tools: calls per completion at most")
+    p.add_argument("--tool_timeout", type=float, default=5.0, help="with --tools: seconds per call")
     p.add_argument("--no_progress", action="store_true")
     return p
 
@@ -285,7 +307,8 @@ def parse_args(argv: list[str]) -> EvalArgs:
                     correction_instruction=ns.correction_instruction, dtype=ns.dtype, seed=ns.seed,
                     system_prompt=ns.system_prompt, answer_instruction=ns.answer_instruction,
                     task_options=ns.task_options, output_dir=ns.output_dir, progress=not ns.no_progress,
-                    faithfulness=ns.faithfulness, **values)
+                    faithfulness=ns.faithfulness, tools=ns.tools, max_tool_calls=ns.max_tool_calls,
+                    tool_timeout=ns.tool_timeout, **values)
     if args.n > 0 and max(args.ks) > args.n:
         if ns.ks is not None:
             build_parser().error(f"--ks {','.join(map(str, args.ks))}: every k must be <= --n {args.n}")
