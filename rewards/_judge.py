@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import contextlib
 import ctypes
 import importlib
 import marshal
@@ -284,25 +285,42 @@ class Judge:
             remove_files_of(self.uid[0])
             remove_ipc_of(self.uid[0])
 
-    def run_tool(self, job: dict) -> dict:
-        """Run the cells of one tool call in a fresh sandbox: the last cell's stdout and error line, never raises."""
-        limits, layer = Limits(**job["limits"]), job["layer"]
-        cap = limits.output_bytes
+    def _workdir(self, layer: str) -> str | None:
+        """A fresh working folder owned by the candidate's uid (the bwrap layer makes its own tmpfs instead)."""
+        if layer == "bwrap":
+            return None
+        workdir = tempfile.mkdtemp(prefix="rewards-sandbox-")
+        if self.uid:
+            os.chown(workdir, self.uid[0], self.uid[0])
+        return workdir
+
+    @contextlib.contextmanager
+    def _candidate(self, layer: str, limits: Limits):
+        """A fresh sandboxed candidate's channel, under the job's wall-clock alarm; the candidate is stopped and
+        its folder removed on the way out."""
         start = time.monotonic()
-        workdir = None
-        if layer != "bwrap":
-            workdir = tempfile.mkdtemp(prefix="rewards-sandbox-")
-            if self.uid:
-                os.chown(workdir, self.uid[0], self.uid[0])
+        workdir = self._workdir(layer)
         proc = self._spawn(layer, limits, workdir)
         try:
             channel = Channel(proc, start + limits.timeout)
             signal.setitimer(signal.ITIMER_REAL, max(1e-3, start + limits.timeout - time.monotonic()))
             try:
-                channel.send(("tool", [str(c) for c in job["cells"]], cap))
-                reply = channel.recv()
+                yield channel
             finally:
                 signal.setitimer(signal.ITIMER_REAL, 0)
+        finally:
+            self._stop(proc)
+            if workdir:
+                shutil.rmtree(workdir, ignore_errors=True)
+
+    def run_tool(self, job: dict) -> dict:
+        """Run the cells of one tool call in a fresh sandbox: the last cell's stdout and error line, never raises."""
+        limits, layer = Limits(**job["limits"]), job["layer"]
+        cap = limits.output_bytes
+        try:
+            with self._candidate(layer, limits) as channel:
+                channel.send(("tool", [str(c) for c in job["cells"]], cap))
+                reply = channel.recv()
             if not (type(reply) is tuple and len(reply) == 3 and reply[0] == "t" and type(reply[1]) is str
                     and (reply[2] is None or type(reply[2]) is str)):
                 raise Failed("malformed reply")
@@ -313,10 +331,6 @@ class Judge:
             reason = f"TimeoutError: the code ran past {limits.timeout:g} s" if timed_out else \
                 f"the code was stopped ({failure})"
             return {"output": "", "error": reason, "timeout": timed_out}
-        finally:
-            self._stop(proc)
-            if workdir:
-                shutil.rmtree(workdir, ignore_errors=True)
 
     def run(self, job: dict) -> dict:
         if job["kind"] == "tool":
@@ -332,17 +346,8 @@ class Judge:
                 return {"score": None, "reason": "the tests check nothing"}
         elif not job["cases"]:
             return {"score": None, "reason": "no test cases"}
-        start = time.monotonic()
-        workdir = None
-        if layer != "bwrap":
-            workdir = tempfile.mkdtemp(prefix="rewards-sandbox-")
-            if self.uid:
-                os.chown(workdir, self.uid[0], self.uid[0])
-        proc = self._spawn(layer, limits, workdir)
         try:
-            channel = Channel(proc, start + limits.timeout)
-            signal.setitimer(signal.ITIMER_REAL, max(1e-3, start + limits.timeout - time.monotonic()))
-            try:
+            with self._candidate(layer, limits) as channel:
                 channel.send((kind, job["code"], limits.output_bytes))
                 loaded = channel.recv()
                 if not (type(loaded) is tuple and loaded[:1] in (("ok",), ("err",))):
@@ -355,17 +360,11 @@ class Judge:
                     run_function_tests(channel, loaded[1], loaded[2], compiled[0], compiled[1], job.get("entry_point"))
                 else:
                     run_stdio_tests(channel, job["cases"], job.get("tolerance"), limits.output_bytes)
-            finally:
-                signal.setitimer(signal.ITIMER_REAL, 0)
             return {"score": 1.0, "reason": "passed"}
         except Failed as failure:
             return {"score": 0.0, "reason": str(failure)}
         except Exception as error:  # an assertion, or any exception out of the tests: the program failed them
             return {"score": 0.0, "reason": f"{type(error).__name__}: {str(error)[:200]}"}
-        finally:
-            self._stop(proc)
-            if workdir:
-                shutil.rmtree(workdir, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- the worker loop
