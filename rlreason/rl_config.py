@@ -68,13 +68,6 @@ class RLConfig(GRPOConfig):
         "help": "tools: a call sees the variables of the trajectory's earlier calls (they are run again first)"})
 
     def __post_init__(self):
-        from rlreason.config import RecipeError
-        from rlreason.tools import check_tool_options
-
-        check_tool_options(self.tools, self.max_tool_calls, self.tool_timeout, self.max_tool_output_tokens,
-                           self.tool_call_open, self.tool_stop_strings, self.observation_template)
-        if self.tools and self.rollout_engine != "static":
-            raise RecipeError("rollout_engine: tools decode with the static engine; use rollout_engine: static")
         if self.advantage_estimator in ("dr_grpo", "rloo") and self.scale_rewards == "group":
             self.scale_rewards = "none"  # Dr. GRPO and RLOO do not divide by the group's std (set batch to scale)
         super().__post_init__()

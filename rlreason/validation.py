@@ -126,9 +126,6 @@ RANGES: dict[str, tuple] = {
     "seed": (0, True, None, False),
     "data_seed": (0, True, None, False),
     "save_total_limit": (0, True, None, False),
-    "tool_timeout": (0, False, 600, True),
-    "max_tool_output_tokens": (1, True, None, False),
-    "max_tool_calls": (1, True, None, False),
     "max_steps": None,  # -1 (epochs decide) or >= 1: checked below
 }
 _AT_LEAST_ONE = re.compile(r"(_batch_size|_length|_samples|^num_generations.*|^num_iterations|^iterations|^k"
@@ -256,7 +253,13 @@ def _check_rl(algorithm: str, args, t: dict) -> None:
         if spg is not None and spg % ga:
             raise RecipeError(f"steps_per_generation: {spg} must be a multiple of gradient_accumulation_steps "
                               f"({ga}): one rollout serves whole optimizer steps")
+    from rlreason.tools import check_tool_options
+
+    check_tool_options(t.get("tools"), t.get("max_tool_calls"), t.get("tool_timeout"), t.get("max_tool_output_tokens"),
+                       t.get("tool_call_open"), t.get("tool_stop_strings"), t.get("observation_template"))
     if t.get("tools"):
+        if t.get("rollout_engine") != "static":
+            raise RecipeError("rollout_engine: tools decode with the static engine; use rollout_engine: static")
         if algorithm not in ("grpo", "ppo"):
             raise RecipeError(f"tools: algorithm {algorithm} has no tool rollouts (grpo and ppo have); drop tools")
         if args.backend != "rlreason":

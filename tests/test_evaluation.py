@@ -169,7 +169,7 @@ def test_eval_command_writes_json_plot_and_table(tiny_model_dir, tmp_path, capsy
                 "eval/edit_distance"):
         assert key in saved["metrics"], key
     two = saved["two_attempts"]
-    from rlreason.evaluation.run import TWO_ATTEMPT_KEYS
+    from rlreason.evaluation.two_attempts import TWO_ATTEMPT_KEYS
 
     assert set(TWO_ATTEMPT_KEYS) <= set(two) and two["n"] == 4 and two["instruction"] == "Check it."
     from rewards.math import answers_equal

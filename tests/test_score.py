@@ -91,7 +91,7 @@ def test_score_runs_both_stages_with_lora(tiny_model_dir, tmp_path):
     assert all(0 <= m["score/changed_answer_rate"] <= 1 and m["score/edit_distance"] >= 0 for m in logged)
     import json
 
-    from rlreason.evaluation.run import TWO_ATTEMPT_KEYS
+    from rlreason.evaluation.two_attempts import TWO_ATTEMPT_KEYS
 
     stage = json.loads((Path(out) / "stage.json").read_text())
     assert set(stage) == {"before", "after"}

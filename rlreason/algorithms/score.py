@@ -176,7 +176,7 @@ def train(recipe) -> str:
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(targs.output_dir)
         if before is not None:
-            from rlreason.evaluation.run import TWO_ATTEMPT_KEYS as keys
+            from rlreason.evaluation.two_attempts import TWO_ATTEMPT_KEYS as keys
 
             dump_json({"before": {k: before[k] for k in keys}, "after": {k: after[k] for k in keys}},
                       Path(targs.output_dir) / "stage.json")

@@ -24,8 +24,6 @@ PRESETS: dict[str, dict] = {
                   "n": 10, "ks": (1, 5, 10), "temperature": 0.8},
 }
 CODE_TASKS = {"humaneval", "mbpp"}
-TWO_ATTEMPT_KEYS = ("accuracy_t1", "accuracy_t2", "delta_t1_t2", "delta_t1_t2_se", "delta_i_to_c", "delta_c_to_i",
-                    "changed_answer_rate", "edit_distance", "n")  # eval.json's two_attempts and SCoRe's stage.json
 
 
 @dataclass
@@ -171,6 +169,8 @@ def scalar_metrics(result: dict, prefix: str = "eval/") -> dict[str, float]:
             out[prefix + key] = sampled[key]
     if "cot_decoding" in result:
         out[prefix + "cot_accuracy"] = result["cot_decoding"]["accuracy"]
+    from rlreason.evaluation.two_attempts import TWO_ATTEMPT_KEYS
+
     for key in TWO_ATTEMPT_KEYS:
         if key in (result.get("two_attempts") or {}) and key != "n":
             out[prefix + key] = result["two_attempts"][key]

@@ -17,6 +17,11 @@ from rlreason.evaluation.metrics import attempt_changes, score_two_attempts
 from rlreason.rollout import SELF_CORRECTION_INSTRUCTION, generate_second_attempt
 
 
+# the keys of two_attempt_metrics, as eval.json's two_attempts and SCoRe's stage.json hold them
+TWO_ATTEMPT_KEYS = ("accuracy_t1", "accuracy_t2", "delta_t1_t2", "delta_t1_t2_se", "delta_i_to_c", "delta_c_to_i",
+                    "changed_answer_rate", "edit_distance", "n")
+
+
 def evaluate_two_attempts(model, tokenizer, rows, *, max_completion_length: int = 256, batch_size: int = 64,
                           reward: str | Callable = DEFAULT_REWARD, instruction: str | None = None,
                           progress: bool = True, num_shown: int = SHOWN_SAMPLES) -> dict:
