@@ -21,6 +21,7 @@ import yaml
 from rlreason.tracking import read_metrics
 
 from .conftest import ARITH
+from .test_preemption import stop_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -228,8 +229,7 @@ def test_a_signal_to_rank_one_stops_both_ranks_after_the_same_step(tiny_model_di
             if proc.poll() is None:
                 kill_all(proc)
         text = log.read_text()
-        stops = [int(line.split(" at step ")[1].split(";")[0]) for line in text.splitlines()
-                 if "stopped by signal" in line]
+        stops = stop_steps(text)
         assert (code == 0 and not stops) or (code != 0 and len(stops) == 2 and len(set(stops)) == 1), \
             (code, stops, text[-3000:])
         if code != 0:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -34,6 +35,12 @@ def logged_steps(out) -> list[int]:
 
 def checkpoint_steps(out) -> list[int]:
     return sorted(int(p.name.split("-")[1]) for p in Path(out).glob("checkpoint-*"))
+
+
+def stop_steps(log_text: str) -> list[int]:
+    """The step each rank's stop line names. Ranks share one log, so two lines may land on one line: match the
+    message, not the line."""
+    return [int(step) for step in re.findall(r"stopped by signal .+? at step (\d+);", log_text)]
 
 
 def global_step(out, step: int) -> int:

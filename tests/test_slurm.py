@@ -10,7 +10,7 @@ import pytest
 from .conftest import ARITH
 from .slurm_cluster import SlurmCluster, install
 from .test_preemption import (ROOT, assert_resumed_once, checkpoint_steps, global_step, logged_steps,
-                              train_overrides, wait_for_steps)
+                              stop_steps, train_overrides, wait_for_steps)
 
 SCRIPT = "slurm/train.sbatch"
 RECIPE = "recipes/demo/sft.yaml"
@@ -82,7 +82,7 @@ def test_usr1_saves_requeues_and_the_job_resumes(slurm, tiny_model_dir, tmp_path
     assert fields["Restarts"] == "1" and fields["ExitCode"] == "0:0", fields
     assert "preemption signal: saving a checkpoint and requeueing" in text
     assert f"rlreason: job {job} restart 1: 1 node(s) x {procs} = {procs} processes" in text, text[-3000:]
-    stops = [int(line.split(" at step ")[1].split(";")[0]) for line in text.splitlines() if "stopped by signal" in line]
+    stops = stop_steps(text)
     assert len(stops) == procs and len(set(stops)) == 1, text[-3000:]  # every rank stopped after the same step
     stop = stops[0]
     assert 0 < stop < max_steps

@@ -154,6 +154,9 @@ def run_training(trainer, targs) -> None:
         sig = guard.received if guard.received is not None else "(on another rank)"
         print(f"rlreason: stopped by signal {sig} at step {trainer.state.global_step}; checkpoint saved, "
               f"resume with resume_from_checkpoint=true", flush=True)
+        from rlreason.ranks import leave_process_group
+
+        leave_process_group()  # the ranks leave together: none is still in a collective when another exits
         raise SystemExit(EXIT_CODE)
 
 
