@@ -11,6 +11,7 @@ from rlreason.config import RecipeError, dump_json, load_recipe
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "demo"
 FROM_BASE = {"star"}  # stages that make their own weak start from the untrained base model (stage.json: start_accuracy)
 OWN_SFT = {"score": "score_sft"}  # stages that start from a further SFT recipe run on the SFT model first
+OWN_BASE = ("tools",)  # stages with their own task and tiny base model (rlreason/demo_tools.py)
 
 
 def recipe_path(name: str) -> Path:
@@ -24,7 +25,7 @@ def available_algorithms() -> list[str]:
     """Stages that can follow SFT: every algorithm with a demo recipe."""
     from rlreason.algorithms import ALGORITHMS
 
-    return [a for a in ALGORITHMS if a != "sft" and (RECIPES / f"{a}.yaml").is_file()]
+    return [a for a in ALGORITHMS if a != "sft" and (RECIPES / f"{a}.yaml").is_file()] + list(OWN_BASE)
 
 
 def _evaluate(model_path: str, recipe, label: str) -> dict:
@@ -83,6 +84,14 @@ def run_demo(algorithms: str | None = None, output_dir: str | None = None, full:
     _report(out, stages, started)
 
     for name in names:
+        if name in OWN_BASE:
+            from rlreason.demo_tools import run_tools_stage
+
+            t = time.time()
+            path = run_tools_stage(out / name, seed, extra)["path"]
+            stages.append(_stage_from_run(name, path, time.time() - t))
+            _report(out, stages, started)
+            continue
         start = base_path if name in FROM_BASE else sft_path
         if name in OWN_SFT:
             own = load_recipe(recipe_path(OWN_SFT[name]), common + [f"output_dir={out / OWN_SFT[name]}",

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 TOOLS = ("python",)
 DEFAULT_OPEN = "```python"
 DEFAULT_STOPS = ("```",)
-DEFAULT_TEMPLATE = "```output\n{output}\n```\n"
+# Starts and ends on a newline, so the observation's tokens are the same whether it is encoded alone (a rollout)
+# or inside a whole demonstration (SFT on tool_demonstration): byte-level BPE never merges across a newline here.
+DEFAULT_TEMPLATE = "\n```output\n{output}\n```\n"
 
 
 @dataclass(frozen=True)
@@ -89,11 +91,18 @@ def find_tool_call(text: str, config: ToolConfig) -> str | None:
 
 
 def observation_text(result: dict) -> str:
-    """What the model is shown of a call: its stdout, then the error's last line when it raised or timed out."""
-    output, error = result.get("output") or "", result.get("error")
-    if error:
-        return f"{output}{'' if not output or output.endswith(chr(10)) else chr(10)}{error}"
-    return output
+    """What the model is shown of a call: its stdout, then the error's last line when it raised or timed out
+    (trailing newlines dropped: the template places the text)."""
+    output, error = (result.get("output") or "").rstrip("\n"), result.get("error")
+    return f"{output}\n{error}" if output and error else (error or output)
+
+
+def tool_demonstration(code: str, output: str, config: ToolConfig | None = None) -> str:
+    """The text of one tool call and its observation as a rollout produces them (for SFT cold-start data):
+    `tool_call_open`, the code, the first stop string, then the observation template around `output`."""
+    config = config or ToolConfig()
+    return f"{config.tool_call_open}\n{code}\n{config.tool_stop_strings[0]}" + \
+        config.observation_template.replace("{output}", output.rstrip("\n"))
 
 
 def encode_plain(tokenizer, text: str) -> list[int]:
@@ -113,6 +122,26 @@ def observation_ids(tokenizer, result: dict, config: ToolConfig) -> list[int]:
     prefix, suffix = config.observation_template.split("{output}")
     output = encode_plain(tokenizer, observation_text(result))[:config.max_tool_output_tokens]
     return encode_plain(tokenizer, prefix) + output + encode_plain(tokenizer, suffix)
+
+
+def observation_spans(ids: list[int], tokenizer, config: ToolConfig | None = None) -> list[tuple[int, int]]:
+    """[start, end) token positions of each observation in `ids` (a tokenized demonstration): from the template's
+    text before {output} to the end of its text after it. SFT on demonstrations masks them out of the loss, as RL
+    does (the model never predicts a tool's output)."""
+    prefix, suffix = (encode_plain(tokenizer, part) for part in (config or ToolConfig()).observation_template
+                      .split("{output}"))
+    spans, i = [], 0
+    while prefix and i <= len(ids) - len(prefix):
+        if ids[i:i + len(prefix)] != prefix:
+            i += 1
+            continue
+        j = i + len(prefix)
+        while j <= len(ids) - len(suffix) and ids[j:j + len(suffix)] != suffix:
+            j += 1
+        end = min(len(ids), j + len(suffix))
+        spans.append((i, end))
+        i = end
+    return spans
 
 
 def run_tool_calls(calls: list[list[str]], config: ToolConfig) -> list[dict]:

@@ -248,7 +248,8 @@ class OnlineRLTrainer(Trainer):
 
     # ----------------------------------------------------------------------------------- evaluation
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
-        """Greedy accuracy on the held-out rows (every eval_steps with eval_strategy: steps), logged as eval_*;
+        """Greedy accuracy on the held-out rows (every eval_steps with eval_strategy: steps; with the recipe's tools,
+        if any), logged as eval_*;
         with num_generations_eval, also that many samples per problem at the training sampling settings
         (eval_sample_accuracy, eval_pass@N). Every rank takes its share of the problems."""
         from rlreason.evaluation import evaluate_greedy, evaluate_sampled
@@ -258,7 +259,8 @@ class OnlineRLTrainer(Trainer):
         if rows is not None:
             args, common = self.args, dict(reward=self.scorer.names[0], progress=False,
                                            max_completion_length=self.eval_max_completion_length,
-                                           chat_template_kwargs=self.args.chat_template_kwargs)
+                                           chat_template_kwargs=self.args.chat_template_kwargs,
+                                           tools=ToolConfig.from_args(self.args))  # a tool policy uses them here too
             with model_for_evaluation(self) as model:
                 result = evaluate_greedy(model, self.processing_class, rows, **common)
                 found = {f"{metric_key_prefix}_accuracy": result["accuracy"]}

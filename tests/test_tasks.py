@@ -115,7 +115,8 @@ def test_unknown_option_lists_options():
 
 
 def test_bad_arithmetic_options():
-    for bad in (dict(ops="*"), dict(digits=0), dict(solution_format="short"), dict(num_ops=0)):
+    for bad in (dict(ops="*"), dict(digits=0), dict(solution_format="short"), dict(num_ops=0), dict(tool_fraction=1.5),
+                dict(tool_fraction="half"), dict(tool_fraction=True)):
         with pytest.raises(ValueError):
             load_task("arithmetic", "train", **bad)
     with pytest.raises(ValueError, match="distinct"):
@@ -258,3 +259,40 @@ def test_tokenizer_texts_cover_every_level():
     questions = [t for t in texts if t.startswith("What is")]
     assert {len(re.findall(r"\d+", q)) for q in questions} == {2, 3, 4}
     assert any(re.search(r"\d{3}[+-]", q) for q in questions)
+
+
+def test_tool_fraction_writes_that_share_of_tool_demonstrations_that_compute_the_answer():
+    """tool_fraction=0.3: 30% of the rows (evenly spread) call the tool with the problem's expression; the code
+    prints the answer; the rest keep solution_format; the tokenizer only learns tool text when asked to."""
+    import subprocess
+    import sys
+
+    from rlreason.tasks.arithmetic import sample_texts
+
+    rows = load_arithmetic("train", num_ops=3, digits=4, num_train=100, num_test=5, tool_fraction=0.3, seed=3,
+                           solution_format="direct")
+    tool = [r for r in rows if r["solution"].startswith("```python\n")]
+    assert len(tool) == 30 and all("```python" in r["solution"] for r in rows[9:10] + rows[19:20])
+    for r in tool:
+        code = r["solution"].split("```python\n")[1].split("\n```")[0]
+        assert code == f"print({r['question'][len('What is '):-1]})"
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert run.stdout.strip() == r["answer"] and r["solution"].endswith(f"\n```\n#### {r['answer']}")
+    assert all(r["solution"] == f"#### {r['answer']}" for r in rows if r not in tool)
+    assert not any("```" in t for t in sample_texts(num_ops=3, digits=4))
+    assert any("```python" in t for t in sample_texts(num_ops=3, digits=4, tool_fraction=0.3))
+
+
+def test_a_tool_demonstration_is_token_for_token_what_a_tool_rollout_produces():
+    """SFT on a demonstration trains the ids the rollout will see: the policy's call, then the observation encoded
+    alone and inserted, then the answer."""
+    from rlreason.models.tiny import task_texts, train_tokenizer
+    from rlreason.tools import ToolConfig, encode_plain, observation_ids
+
+    tok = train_tokenizer(task_texts("arithmetic", num_ops=3, digits=4, tool_fraction=0.5))
+    for row in load_arithmetic("train", num_ops=3, digits=4, num_train=40, num_test=5, tool_fraction=1.0):
+        call, rest = row["solution"].split("\n```output")
+        answer = rest.split("```\n")[-1]
+        rollout = encode_plain(tok, call) + observation_ids(tok, {"output": row["answer"] + "\n", "error": None},
+                                                            ToolConfig()) + encode_plain(tok, answer)
+        assert tok(row["solution"], add_special_tokens=False)["input_ids"] == rollout, row["solution"]

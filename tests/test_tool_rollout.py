@@ -108,9 +108,9 @@ def test_a_call_sees_stdout_and_earlier_calls_with_persistent_state(model, tok):
     scripts = [["```python\nx = 6 * 7\nprint(x)\n```", "```python\nprint(x + 1)\n```", "done<eos>"]] * 2
     fresh = run_scripted(model, tok, scripts[:1])
     kept = run_scripted(model, tok, scripts[:1], tool_persistent_state=True)
-    assert [t for o, t in segments(fresh, 0) if o] == ["```output\n42\n\n```\n",
-                                                       "```output\nNameError: name 'x' is not defined\n```\n"]
-    assert [t for o, t in segments(kept, 0) if o] == ["```output\n42\n\n```\n", "```output\n43\n\n```\n"]
+    assert [t for o, t in segments(fresh, 0) if o] == ["\n```output\n42\n```\n",
+                                                       "\n```output\nNameError: name 'x' is not defined\n```\n"]
+    assert [t for o, t in segments(kept, 0) if o] == ["\n```output\n42\n```\n", "\n```output\n43\n```\n"]
 
 
 # ------------------------------------------------------------------------------------------- the rollout loop

@@ -101,17 +101,20 @@ def start_run(recipe) -> None:
 
 
 def evaluate_after_train(recipe, model, tokenizer, record: bool = True) -> dict | None:
-    """Greedy accuracy of the trained model on the recipe's test split, written to eval.json (when `record`)."""
+    """Greedy accuracy of the trained model on the recipe's test split (with the recipe's tools, if any), written
+    to eval.json (when `record`)."""
     args, targs = recipe.args, recipe.training_args
     if not args.eval_after_train:
         return None
     from rlreason.evaluation import evaluate_greedy
+    from rlreason.tools import ToolConfig
 
     rows = load_rows(args, args.dataset_test_split, args.max_eval_samples)
     reward = args.reward_funcs[0] if args.reward_funcs else "rewards.math.accuracy"
     result = evaluate_greedy(model, tokenizer, rows, max_completion_length=args.eval_max_completion_length,
                              reward=reward, progress=record,
-                             chat_template_kwargs=getattr(targs, "chat_template_kwargs", None))
+                             chat_template_kwargs=getattr(targs, "chat_template_kwargs", None),
+                             tools=ToolConfig.from_args(targs))
     if not record:
         return result
     dump_json(result, Path(targs.output_dir) / "eval.json")

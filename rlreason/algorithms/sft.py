@@ -45,6 +45,10 @@ class SFTArgs(SFTConfig):
     correction_temperature: float = field(default=1.0, metadata={"help": "sampling temperature of 'sampled' attempts"})
     correction_max_completion_length: int = field(default=256, metadata={
         "help": "token limit of a 'sampled' first attempt"})
+    mask_tool_observations: bool = field(default=False, metadata={
+        "help": "no loss on the tool observations in the solutions (rlreason.tools' default observation "
+                "template), as the tool rollouts of RL mask them: the model learns to call and to read, not to "
+                "predict the tool's output"})
 
     def __post_init__(self):
         if not 0.0 <= self.correction_fraction <= 1.0:
@@ -126,6 +130,22 @@ def to_prompt_completion(rows: Dataset) -> Dataset:
     )
 
 
+def without_observation_loss(tokenized: Dataset, tokenizer) -> Dataset:
+    """SFTTrainer's tokenized rows with the labels of every tool observation set to -100 (no loss there)."""
+    from rlreason.tools import observation_spans
+
+    if "labels" not in tokenized.column_names:
+        raise ValueError("mask_tool_observations needs the loss on the completion only (completion_only_loss)")
+
+    def mask(row):
+        labels = list(row["labels"])
+        for start, end in observation_spans(row["input_ids"], tokenizer):
+            labels[start:end] = [-100] * (end - start)
+        return {"labels": labels}
+
+    return tokenized.map(mask, desc="masking tool observations")
+
+
 def train(recipe) -> str:
     """Run SFT as the recipe says; returns the folder of the final model (or adapter)."""
     from trl import SFTTrainer
@@ -164,6 +184,8 @@ def train(recipe) -> str:
         peft_config=lora_config(args),
         callbacks=[MetricsJsonlCallback(targs.output_dir)],
     )
+    if targs.mask_tool_observations:
+        trainer.train_dataset = without_observation_loss(trainer.train_dataset, tokenizer)
     run_training(trainer, targs)
     trainer.save_model(targs.output_dir)
     if is_main():

@@ -16,7 +16,19 @@ column and ``a`` is written as ``1a`` (i.e. plus ten) when the column has to bor
 
 Negative numbers: problems are drawn so that every intermediate result (and the answer) is
 non-negative; a drawn problem that would go negative is rejected and drawn again.
-The ``direct`` format is the last line only (``#### 113``).
+The ``direct`` format is the last line only (``#### 113``). The ``tool`` format hands the work to the Python tool
+(rlreason/tools.py: the call, then its observation as a tool rollout inserts it) and copies the result::
+
+    ```python
+    print(47+85-19)
+    ```
+    ```output
+    113
+    ```
+    #### 113
+
+``tool_fraction`` (0 to 1) writes that share of the rows (evenly spread) in the ``tool`` format and the rest in
+``solution_format``: SFT data for a model that calls the tool some of the time (the demo's ``tools`` stage).
 
 Difficulty mixes: ``levels=[[1, 2], [2, 2], [3, 2], [2, 3]]`` draws problems at several (num_ops, digits)
 levels instead of one; num_train and num_test are then totals shared evenly between the levels, rows take
@@ -29,7 +41,7 @@ from __future__ import annotations
 import random
 
 
-SOLUTION_FORMATS = ("worked", "direct")
+SOLUTION_FORMATS = ("worked", "direct", "tool")
 SUPPORTED_OPS = "+-"
 QUESTION = "What is {expr}?"
 
@@ -98,6 +110,10 @@ def worked_solution(numbers: list[int], ops: list[str], solution_format: str = "
     answer = evaluate(numbers, ops)
     if solution_format == "direct":
         return f"#### {answer}"
+    if solution_format == "tool":
+        from rlreason.tools import tool_demonstration
+
+        return tool_demonstration(f"print({expression(numbers, ops)})", str(answer)) + f"#### {answer}"
     lines, value = [], numbers[0]
     for op, n in zip(ops, numbers[1:]):
         lines.append(_column_add(value, n) if op == "+" else _column_sub(value, n))
@@ -120,7 +136,7 @@ def _draw(rng: random.Random, num_ops: int, digits: int, ops: str) -> tuple[list
             return numbers, chosen
 
 
-def _check_options(num_ops, digits, ops, solution_format, num_train, num_test) -> None:
+def _check_options(num_ops, digits, ops, solution_format, num_train, num_test, tool_fraction=0.0) -> None:
     if not isinstance(num_ops, int) or num_ops < 1:
         raise ValueError(f"arithmetic: num_ops must be an integer >= 1, got {num_ops!r}")
     if not isinstance(digits, int) or not 1 <= digits <= 9:
@@ -129,6 +145,8 @@ def _check_options(num_ops, digits, ops, solution_format, num_train, num_test) -
         raise ValueError(f"arithmetic: ops must be a non-empty string of {SUPPORTED_OPS!r}, got {ops!r}")
     if solution_format not in SOLUTION_FORMATS:
         raise ValueError(f"arithmetic: solution_format must be one of {SOLUTION_FORMATS}, got {solution_format!r}")
+    if isinstance(tool_fraction, bool) or not isinstance(tool_fraction, (int, float)) or not 0 <= tool_fraction <= 1:
+        raise ValueError(f"arithmetic: tool_fraction must be a number from 0 to 1, got {tool_fraction!r}")
     for name, value in (("num_train", num_train), ("num_test", num_test)):
         if not isinstance(value, int) or value < 0:
             raise ValueError(f"arithmetic: {name} must be an integer >= 0, got {value!r}")
@@ -205,12 +223,13 @@ def generate_problems(num_ops: int = 2, digits: int = 2, ops: str = "+-", num_tr
 def load_arithmetic(split: str, *, num_ops: int | None = None, digits: int | None = None,
                     ops: str = DEFAULTS["ops"], solution_format: str = DEFAULTS["solution_format"],
                     num_train: int = DEFAULTS["num_train"], num_test: int = DEFAULTS["num_test"],
-                    levels: list | None = None, seed: int = 0, limit: int | None = None) -> list[dict]:
+                    levels: list | None = None, seed: int = 0, limit: int | None = None,
+                    tool_fraction: float = 0.0) -> list[dict]:
     """Rows {question, answer, solution, id} of one split ("train" or "test"); with `levels`, also
     {level, num_ops, digits}. num_ops and digits default to 2 (DEFAULTS)."""
     chosen_levels = resolve_levels(levels, num_ops, digits)
     for level_ops, level_digits in chosen_levels:
-        _check_options(level_ops, level_digits, ops, solution_format, num_train, num_test)
+        _check_options(level_ops, level_digits, ops, solution_format, num_train, num_test, tool_fraction)
     if split not in ("train", "test"):
         raise ValueError(f"arithmetic: split must be 'train' or 'test', got {split!r}")
     problems = generate_level_problems(chosen_levels, ops, num_train, num_test, seed)[split]
@@ -221,7 +240,7 @@ def load_arithmetic(split: str, *, num_ops: int | None = None, digits: int | Non
         row = {
             "question": QUESTION.format(expr=expression(numbers, chosen)),
             "answer": str(evaluate(numbers, chosen)),
-            "solution": worked_solution(numbers, chosen, solution_format),
+            "solution": worked_solution(numbers, chosen, "tool" if _uses_tool(i, tool_fraction) else solution_format),
             "id": f"arithmetic-{split}-{i}",
         }
         if levels is not None:
@@ -231,14 +250,22 @@ def load_arithmetic(split: str, *, num_ops: int | None = None, digits: int | Non
     return rows
 
 
+def _uses_tool(i: int, fraction: float) -> bool:
+    """Row i is one of the evenly spread `fraction` of rows written in the tool format."""
+    return int((i + 1) * fraction) > int(i * fraction)
+
+
 def sample_texts(num_ops: int | None = None, digits: int | None = None, ops: str = DEFAULTS["ops"],
-                 levels: list | None = None, **_ignored) -> list[str]:
+                 levels: list | None = None, solution_format: str = "worked", tool_fraction: float = 0.0,
+                 **_ignored) -> list[str]:
     """Texts that cover every character a prompt or solution can use (for training a tokenizer);
-    with `levels`, drawn from every level in equal parts."""
+    with `levels`, drawn from every level in equal parts. Tool demonstrations only when the options use them
+    (so a tokenizer for the other formats is what it always was)."""
     chosen_levels = resolve_levels(levels, num_ops, digits)
     rng = random.Random(0)
     texts = []
-    for fmt in SOLUTION_FORMATS:
+    with_tool = solution_format == "tool" or tool_fraction > 0
+    for fmt in [f for f in SOLUTION_FORMATS if f != "tool" or with_tool]:
         for i in range(200):
             level_ops, level_digits = chosen_levels[i % len(chosen_levels)]
             numbers, chosen = _draw(rng, level_ops, level_digits, ops)

@@ -1,0 +1,129 @@
+"""The demo's `tools` stage: a fixed tiny model learns, by RL, to hand arithmetic it cannot do in its head to Python.
+
+Three runs from one freshly built tiny base model, on 3-operation, 4-digit problems (recipes/demo/tools_*.yaml):
+- the baseline: SFT on worked solutions without the tool, for as many steps as the other two runs together;
+- the cold start: SFT on solutions of which a minority call the tool (task_options.tool_fraction), the rest worked;
+- GRPO with the tool from the cold start (recipes/demo/tools.yaml: `tools: [python]`).
+The stage reports greedy accuracy with the tool after GRPO (`accuracy`), of the cold start (`start_accuracy`), the
+baseline's (`no_tool_accuracy`) and the tool calls per problem before and after RL."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from rlreason.config import RecipeError, dump_json, load_recipe
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "demo"
+RUNS = {"baseline": "tools_baseline", "start": "tools_sft", "grpo": "tools"}
+# what the baseline and the cold start may differ in; the model, problems and optimiser must match
+MAY_DIFFER = {"output_dir", "max_steps", "save_steps", "eval_after_train", "eval_max_completion_length"}
+
+
+def recipe(run: str, out: Path, seed: int, overrides: dict[str, list[str]] | None, model: str | None = None):
+    """One of the stage's recipes (RUNS) with the demo's seed, its output folder under `out`, its start model and
+    the overrides given for its recipe name."""
+    path = RECIPES / f"{RUNS[run]}.yaml"
+    if not path.is_file():
+        raise RecipeError(f"demo recipe not found: {path} (run the demo from a checkout of rlreason)")
+    items = [f"seed={seed}", f"output_dir={out / run}"] + ([f"model_name_or_path={model}"] if model else [])
+    return load_recipe(path, items + (overrides or {}).get(RUNS[run], []))
+
+
+def load_recipes(out: Path, seed: int, overrides: dict[str, list[str]] | None, base_model: str) -> dict:
+    """The three recipes, all starting from `base_model` (GRPO's start is replaced by the cold start later)."""
+    recipes = {run: recipe(run, out, seed, overrides, base_model) for run in RUNS}
+    check_controlled(recipes)
+    return recipes
+
+
+def check_controlled(recipes: dict) -> None:
+    """The baseline is fair only when it is the cold start without the tool, trained for the cold start's and
+    GRPO's steps together."""
+    def strip(raw: dict) -> dict:
+        out = {k: v for k, v in raw.items() if k not in MAY_DIFFER}
+        out["task_options"] = {k: v for k, v in (raw.get("task_options") or {}).items() if k != "tool_fraction"}
+        return out
+
+    base, start = recipes["baseline"].raw, recipes["start"].raw
+    a, b = strip(base), strip(start)
+    differ = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    if differ:
+        raise RecipeError(f"the tools stage's baseline must be its cold start without the tool, but "
+                          f"tools_baseline and tools_sft differ in {', '.join(differ)}")
+    if (base.get("task_options") or {}).get("tool_fraction", 0) != 0:
+        raise RecipeError("tools_baseline: task_options.tool_fraction must be 0 (the baseline never sees the tool)")
+    steps = {run: recipes[run].training_args.max_steps for run in RUNS}
+    if steps["baseline"] != steps["start"] + steps["grpo"]:
+        raise RecipeError(f"tools_baseline: max_steps must be tools_sft's + tools' ({steps['start']} + "
+                          f"{steps['grpo']} = {steps['start'] + steps['grpo']}), not {steps['baseline']}")
+
+
+def build_base(start_recipe, out: Path, seed: int) -> str:
+    """The untrained tiny model the baseline and the cold start both begin from (its tokenizer knows the tool)."""
+    from rlreason.models.tiny import build_tiny, task_texts
+
+    args = start_recipe.args
+    if not args.tiny_model:
+        raise RecipeError("tools_sft needs tiny_model: the stage builds its own tiny base model")
+    path = out / "base-model"
+    build_tiny(str(path), texts=task_texts(args.task, **args.task_options), **{**args.tiny_model, "seed": seed})
+    return str(path)
+
+
+def evaluate_with_tools(model_path: str, grpo_recipe) -> dict:
+    """Greedy accuracy of a saved model on the stage's held-out problems, calling the tool as GRPO's rollouts do."""
+    from rlreason.algorithms.common import load_rows
+    from rlreason.evaluation import evaluate_greedy
+    from rlreason.models.loading import load_for_generation
+    from rlreason.tools import ToolConfig
+
+    args = grpo_recipe.args
+    model, tokenizer = load_for_generation(model_path)
+    rows = load_rows(args, args.dataset_test_split, args.max_eval_samples)
+    print(f"[demo] evaluating the tools cold start on {len(rows)} held-out problems, with the tool", flush=True)
+    return evaluate_greedy(model, tokenizer, rows, max_completion_length=args.eval_max_completion_length,
+                           reward=args.reward_funcs[0], tools=ToolConfig.from_args(grpo_recipe.training_args))
+
+
+def run_tools_stage(out: Path, seed: int = 0, overrides: dict[str, list[str]] | None = None) -> dict:
+    """Baseline, cold start and GRPO with the tool; the stage's report entry (also written to out/stage.json)."""
+    from rlreason.algorithms import ALGORITHMS
+
+    out = Path(out)
+    started = time.time()
+    base = build_base(recipe("start", out, seed, overrides), out, seed)
+    recipes = load_recipes(out, seed, overrides, base)
+    seconds = {}
+
+    t = time.time()
+    print(f"[demo] tools: baseline SFT on worked solutions, {recipes['baseline'].training_args.max_steps} steps",
+          flush=True)
+    baseline = json.loads((Path(ALGORITHMS["sft"][1](recipes["baseline"])) / "eval.json").read_text())
+    seconds["baseline"] = round(time.time() - t, 1)
+
+    t = time.time()
+    print(f"[demo] tools: cold start SFT, {recipes['start'].args.task_options.get('tool_fraction', 0):.0%} of the "
+          f"solutions call the tool", flush=True)
+    start_path = ALGORITHMS["sft"][1](recipes["start"])
+    start = evaluate_with_tools(start_path, recipes["grpo"])
+    seconds["cold start"] = round(time.time() - t, 1)
+
+    t = time.time()
+    grpo = recipe("grpo", out, seed, overrides, start_path)
+    print(f"[demo] tools: GRPO with the tool, {grpo.training_args.max_steps} steps", flush=True)
+    grpo_path = ALGORITHMS["grpo"][1](grpo)
+    after = json.loads((Path(grpo_path) / "eval.json").read_text())
+    seconds["grpo"] = round(time.time() - t, 1)
+
+    stage = {"accuracy": after["accuracy"], "start_accuracy": start["accuracy"],
+             "no_tool_accuracy": baseline["accuracy"], "n": after["n"],
+             "tool_calls_per_problem": after.get("tool_calls_per_problem"),
+             "start_tool_calls_per_problem": start.get("tool_calls_per_problem"),
+             "no_tool_n": baseline["n"], "baseline_steps": recipes["baseline"].training_args.max_steps,
+             "sample": next((s for s in after.get("samples", []) if "```" in s.get("completion", "")), None),
+             "stage_seconds": {**seconds, "total": round(time.time() - started, 1)}}
+    dump_json(stage, out / "stage.json")
+    dump_json(stage, Path(grpo_path) / "stage.json")  # the demo report reads a stage's extra keys from its model
+    return {"path": grpo_path, **stage}

@@ -1,0 +1,52 @@
+"""The demo's `tools` stage (rlreason/demo_tools.py): its three runs are controlled, and a short run of it reports
+what the issue asks (accuracy with the tool, the cold start's, the no-tool baseline's, tool calls per problem)."""
+
+import json
+
+import pytest
+
+from rlreason.config import RecipeError
+from rlreason.demo_tools import RUNS, check_controlled, recipe, run_tools_stage
+
+TINY = "tiny_model={hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2}"
+SHORT = {
+    "tools_sft": ["max_steps=4", "per_device_train_batch_size=8", "max_eval_samples=6", TINY],
+    "tools_baseline": ["max_steps=6", "per_device_train_batch_size=8", "max_eval_samples=6",
+                       "eval_max_completion_length=24", TINY],
+    "tools": ["max_steps=2", "per_device_train_batch_size=4", "num_generations=2", "max_completion_length=40",
+              "max_eval_samples=6", "eval_max_completion_length=40", "logging_steps=1", "save_steps=2"],
+}
+
+
+def recipes(tmp_path, overrides=None):
+    return {run: recipe(run, tmp_path, 0, overrides, model=str(tmp_path)) for run in RUNS}
+
+
+def test_the_shipped_recipes_are_a_controlled_comparison(tmp_path):
+    found = recipes(tmp_path)
+    check_controlled(found)
+    assert found["start"].args.task_options["tool_fraction"] < 0.5  # a minority of the cold start calls the tool
+    assert found["grpo"].training_args.tools == ["python"]
+    assert found["grpo"].args.task_options["num_ops"] == found["start"].args.task_options["num_ops"]
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"tools_baseline": ["learning_rate=0.01"]}, "differ in learning_rate"),
+    ({"tools_baseline": ["max_steps=7"]}, "max_steps must be"),
+    ({"tools_baseline": ["task_options={num_ops: 3, digits: 4, seed: 4321, num_train: 20000, num_test: 200, "
+                         "solution_format: worked, tool_fraction: 0.2}"]}, "tool_fraction must be 0"),
+])
+def test_an_uncontrolled_baseline_is_refused(tmp_path, change, message):
+    with pytest.raises(RecipeError, match=message):
+        check_controlled(recipes(tmp_path, change))
+
+
+def test_a_short_tools_stage_reports_its_keys(tmp_path):
+    stage = run_tools_stage(tmp_path / "tools", seed=0, overrides=SHORT)
+    for key in ("accuracy", "start_accuracy", "no_tool_accuracy", "tool_calls_per_problem"):
+        assert 0 <= stage[key] <= (1 if "accuracy" in key else 2), (key, stage[key])
+    assert stage["n"] == 6 and stage["baseline_steps"] == 6
+    saved = json.loads((tmp_path / "tools" / "grpo" / "stage.json").read_text())
+    assert saved["no_tool_accuracy"] == stage["no_tool_accuracy"]
+    logged = [json.loads(line) for line in (tmp_path / "tools" / "grpo" / "metrics.jsonl").read_text().splitlines()]
+    assert any("tools/calls_per_completion" in m for m in logged)
