@@ -18,7 +18,7 @@ from transformers import Trainer
 
 from rlreason.advantages import get_advantage
 from rlreason.losses import get_policy_loss
-from rlreason.models.parallel import model_for_evaluation, unwrap_parallel
+from rlreason.models.parallel import check_sharded_generation, model_for_evaluation, unwrap_parallel
 from rlreason.monitors import MonitorBoard, rollout_statistics
 from rlreason.rollout import completion_logprobs, generate
 from rlreason.sampling import check_training_sampling, training_sampling
@@ -44,6 +44,9 @@ class OnlineRLTrainer(Trainer):
             model.config.use_cache = False
         super().__init__(model=model, args=args, train_dataset=train_dataset, processing_class=processing_class,
                          eval_dataset=eval_dataset, data_collator=lambda rows: rows, callbacks=callbacks)
+        from transformers.integrations import is_deepspeed_zero3_enabled
+
+        check_sharded_generation(args, is_deepspeed_zero3_enabled(), self.accelerator.num_processes)
         self.eval_max_completion_length = eval_max_completion_length or args.max_completion_length
         self.model_accepts_loss_kwargs = False  # the loss normalises for accumulation itself, as TRL's does
         if args.per_device_train_batch_size % args.num_generations:
@@ -303,6 +306,7 @@ class OnlineRLTrainer(Trainer):
         if rollout.tool_stats is not None:
             for key, value in tool_metrics(rollout, self.accelerator.gather, self.args.device).items():
                 m[key].append(value)
+            _record_tool_counts(self, rollout)
         if self.args.log_completions_steps and self.state.global_step % self.args.log_completions_steps == 0:
             names = list(scores.per_function)
             shown = rollout.display_texts or rollout.texts  # tool rollouts: observations marked
@@ -370,6 +374,21 @@ def _record_prompts(trainer, micro_batch_ids: list[list]) -> None:
     if path:
         row = {"step": trainer.state.global_step + 1, "rank": trainer.accelerator.process_index,
                "ids": [i for mb in micro_batch_ids for i in mb]}
+        with open(path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def _record_tool_counts(trainer, rollout) -> None:
+    """With RLREASON_TOOL_LOG=FILE, append this process's tool counts of each rollout (a test's view of every
+    rank's tool use, against which the logged tools/* metrics are checked)."""
+    import json
+    import os
+
+    path = os.environ.get("RLREASON_TOOL_LOG")
+    if path:
+        row = {"step": trainer.state.global_step + 1, "rank": trainer.accelerator.process_index,
+               "rows": len(rollout.texts), "tokens": int(rollout.completion_mask.sum()),
+               **{key: int(value.sum()) for key, value in rollout.tool_stats.items()}}
         with open(path, "a") as f:
             f.write(json.dumps(row) + "\n")
 

@@ -25,7 +25,8 @@ IMPLEMENTED: dict[str, str] = {
     "num_generations": "tests/test_grpo.py (groups of k rows), rlreason/trainer.py sample",
     "num_generations_eval": "tests/test_sampling_options.py (H18a)",
     "max_completion_length": "tests/test_rollout.py, rlreason/trainer.py sample",
-    "ds3_gather_for_generation": "tests/test_distributed.py (ZeRO-3), rlreason/models/parallel.py",
+    "ds3_gather_for_generation": "tests/test_distributed.py (ZeRO-3), rlreason/models/parallel.py (false refused "
+                                 "with the static engine: check_sharded_generation)",
     "shuffle_dataset": "trainer.get_train_dataloader (H19's tests)",
     "generation_batch_size": "GRPOConfig turns it into steps_per_generation (H19's tests)",
     "steps_per_generation": "trainer.get_batch_samples (H19's tests); losses.py dapo normaliser",

@@ -1,4 +1,5 @@
-"""Two processes over gloo: SFT, GRPO, PPO and SCoRe under DDP, ZeRO-2 and ZeRO-3, launched with `accelerate launch`.
+"""Two processes over gloo: SFT, GRPO, PPO and SCoRe under DDP, ZeRO-2 and ZeRO-3 (GRPO and PPO with tools too),
+launched with `accelerate launch`.
 
 Each run's saved model must be the model the processes trained: it reloads with from_pretrained (peft
 for an adapter), its eval loss (SFT) or greedy answers (GRPO, PPO) match what the training process
@@ -9,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -19,14 +21,15 @@ from rlreason.tracking import read_metrics
 
 from .conftest import ARITH
 from .test_grpo import USER_REWARD  # digit_share: a reward that varies within a group, so weights move
+from .test_tool_rollout import RANDOM_CALLS, TOOL_METRICS  # tool settings under which a random model calls often
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 LORA = {"use_peft": True, "lora_r": 4, "lora_alpha": 8, "lora_target_modules": ["q_proj", "v_proj"]}
 
 
-def launch(config: str, recipe: Path, *overrides: str, timeout=900):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+def launch(config: str, recipe: Path, *overrides: str, timeout=900, env=None):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", **(env or {})}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
            str(ROOT / "recipes" / "accelerate" / config), "-m", "rlreason", "train", str(recipe), *overrides]
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout)
@@ -198,3 +201,68 @@ def test_score_zero3_two_processes(tiny_model_dir, tmp_path):
                                   progress=False)
     for key, value in reported["after"].items():
         assert again[key] == pytest.approx(value), (key, again[key], value)
+
+
+# the tiny random model calls the tool in about half its completions (an "a", then one of b..h): every step has calls
+TOOLS = {"tools": ["python"], "tool_call_open": RANDOM_CALLS["tool_call_open"],
+         "tool_stop_strings": list(RANDOM_CALLS["tool_stop_strings"]), "max_tool_output_tokens": 8,
+         "tool_timeout": 2.0, "max_completion_length": 40}
+
+
+def tool_metrics_of(counts: list[dict]) -> dict[str, float]:
+    """The tools/* metrics of the rollouts whose RLREASON_TOOL_LOG rows are `counts` (one per rank)."""
+    def total(key):
+        return sum(r[key] for r in counts)
+    rows, calls = total("rows"), total("tool_calls")
+    return {"tools/calls_per_completion": calls / rows, "tools/errors_per_completion": total("tool_errors") / rows,
+            "tools/timeouts_per_completion": total("tool_timeouts") / rows,
+            "tools/error_rate": total("tool_errors") / max(calls, 1),
+            "tools/timeout_rate": total("tool_timeouts") / max(calls, 1), "tools/turns": total("turns") / rows,
+            "tools/observation_share": total("observation_tokens") / total("tokens")}
+
+
+def check_tool_metrics_over_ranks(logged: list[dict], counts_file: Path) -> None:
+    """The tools/* metrics of each step are those of both ranks' rollouts together (RLREASON_TOOL_LOG: each rank's
+    own counts), every step made calls, and rank 0's rollouts alone give other values at some step (so metrics of
+    one rank would not pass)."""
+    ranks: dict[int, dict[int, dict]] = defaultdict(dict)
+    for line in counts_file.read_text().splitlines():
+        row = json.loads(line)
+        ranks[row["step"]][row["rank"]] = row
+    assert sorted(ranks) == [1, 2, 3] and all(sorted(r) == [0, 1] for r in ranks.values()), dict(ranks)
+    assert [m["step"] for m in logged] == [1, 2, 3]
+    for m in logged:
+        assert all(k in m for k in TOOL_METRICS), sorted(m)
+        expected = tool_metrics_of(list(ranks[m["step"]].values()))
+        assert {k: m[k] for k in expected} == pytest.approx(expected), (m["step"], ranks[m["step"]])
+        assert expected["tools/calls_per_completion"] > 0 and expected["tools/observation_share"] > 0
+    assert any(tool_metrics_of([r[0]]) != pytest.approx(tool_metrics_of([r[0], r[1]])) for r in ranks.values())
+
+
+@pytest.mark.parametrize("config,lora", [("cpu-zero2.yaml", False), ("cpu-zero3.yaml", False),
+                                         ("cpu-zero3.yaml", True)], ids=["zero2", "zero3", "zero3-lora"])
+def test_grpo_with_tools_two_processes(config, lora, tiny_model_dir, tmp_path):
+    """GRPO with the Python tool on two ranks whose trajectories take different numbers of turns and calls:
+    the run ends, the tool metrics cover both ranks, the saved weights are the shards' and reload."""
+    out, counts = tmp_path / "run", tmp_path / "tool_counts.jsonl"
+    recipe = rl_recipe(tmp_path / "grpo.yaml", tiny_model_dir, out, "grpo", **TOOLS, **(LORA if lora else {}))
+    launch(config, recipe, env={"RLREASON_TOOL_LOG": str(counts)})
+    check_tool_metrics_over_ranks([m for m in read_metrics(out / "metrics.jsonl") if "reward" in m], counts)
+    saved = check_against_shards(out, config, step=3)
+    if lora:
+        trained = [k for k in saved if "lora_B" in k]
+        assert trained and all(saved[k].abs().max() > 0 for k in trained), sorted(saved)
+    check_reload(out, recipe)
+
+
+def test_ppo_with_tools_zero2_two_processes(tiny_model_dir, tmp_path):
+    """PPO with the Python tool under ZeRO-2: GAE over trajectories with observation holes, on both ranks."""
+    out, counts = tmp_path / "run", tmp_path / "tool_counts.jsonl"
+    recipe = rl_recipe(tmp_path / "ppo.yaml", tiny_model_dir, out, "ppo", kl_in_reward=True, loss_type="bnpo",
+                       num_generations=2, **TOOLS)
+    launch("cpu-zero2.yaml", recipe, env={"RLREASON_TOOL_LOG": str(counts)})
+    logged = [m for m in read_metrics(out / "metrics.jsonl") if "reward" in m]
+    assert all("value/loss" in m for m in logged), logged
+    check_tool_metrics_over_ranks(logged, counts)
+    assert {"v_head.weight", "v_head.bias"} <= set(check_against_shards(out, "cpu-zero2.yaml", step=3))
+    check_reload(out, recipe)

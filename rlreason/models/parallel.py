@@ -80,3 +80,16 @@ def model_for_evaluation(trainer):
         if not is_deepspeed_zero3_enabled() and next(model.parameters()).device != trainer.args.device:
             place_on_accelerator(model, trainer.args.device)
         yield model
+
+
+def check_sharded_generation(args, zero3: bool, num_processes: int) -> None:
+    """Refuse decoding on ZeRO-3 shards (`ds3_gather_for_generation: false`) with the static engine on several ranks:
+    every forward then gathers each layer from all the ranks, while the static engine (tool rollouts included) stops
+    each rank when its own rows end, so a rank with more steps or turns would wait on the others for ever."""
+    from rlreason.config import RecipeError
+
+    static = getattr(args, "rollout_engine", "static") == "static" or bool(getattr(args, "tools", None))
+    if zero3 and num_processes > 1 and not args.ds3_gather_for_generation and static:
+        raise RecipeError("ds3_gather_for_generation: false under ZeRO-3 hangs with the static engine (tool rollouts "
+                          "too): each rank stops decoding at its own step, but every forward gathers weights from all "
+                          "ranks; keep ds3_gather_for_generation: true (without tools, rollout_engine: generate works)")
