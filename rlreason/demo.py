@@ -64,6 +64,8 @@ def run_demo(algorithms: str | None = None, output_dir: str | None = None, full:
     started = time.time()
     common = [f"seed={seed}"]
     extra = overrides or {}
+    if names and all(name in OWN_BASE for name in names):  # nothing to learn from the demo's own SFT model
+        return _own_base_stages(out, names, seed, extra, started)
     sft = load_recipe(recipe_path("sft"), common + [f"output_dir={out / 'sft'}"] + extra.get("sft", []))
 
     from rlreason.algorithms import ALGORITHMS
@@ -85,11 +87,7 @@ def run_demo(algorithms: str | None = None, output_dir: str | None = None, full:
 
     for name in names:
         if name in OWN_BASE:
-            from rlreason.demo_tools import run_tools_stage
-
-            t = time.time()
-            path = run_tools_stage(out / name, seed, extra)["path"]
-            stages.append(_stage_from_run(name, path, time.time() - t))
+            stages.append(_own_base_stage(out, name, seed, extra))
             _report(out, stages, started)
             continue
         start = base_path if name in FROM_BASE else sft_path
@@ -103,6 +101,23 @@ def run_demo(algorithms: str | None = None, output_dir: str | None = None, full:
         t = time.time()
         path = ALGORITHMS[name][1](recipe)
         stages.append(_stage_from_run(name, path, time.time() - t))
+        _report(out, stages, started)
+    return {"stages": stages}
+
+
+def _own_base_stage(out: Path, name: str, seed: int, extra: dict) -> dict:
+    from rlreason.demo_tools import run_tools_stage
+
+    t = time.time()
+    path = run_tools_stage(out / name, seed, extra)["path"]
+    return _stage_from_run(name, path, time.time() - t)
+
+
+def _own_base_stages(out: Path, names: list[str], seed: int, extra: dict, started: float) -> dict:
+    """Only stages with their own base model: run them alone (no demo SFT stage before them)."""
+    stages = []
+    for name in names:
+        stages.append(_own_base_stage(out, name, seed, extra))
         _report(out, stages, started)
     return {"stages": stages}
 
@@ -121,11 +136,18 @@ def _choose(algorithms: str | None) -> list[str]:
 def _report(out: Path, stages: list[dict], started: float) -> None:
     """report.json, report.md and a bar chart, rewritten after every stage so a crash keeps what was done."""
     dump_json({"stages": stages, "seconds": round(time.time() - started, 1)}, out / "report.json")
-    base = stages[0]["accuracy"]
+    base = next((s["accuracy"] for s in stages if s["name"] == "base"), None)
     lines = ["# rlreason demo", "", "Greedy accuracy on the same held-out synthetic problems after each stage.", "",
              "| stage | accuracy | vs. base | seconds |", "|---|---|---|---|"]
     for s in stages:
-        lines.append(f"| {s['name']} | {s['accuracy']:.3f} | {s['accuracy'] - base:+.3f} | {s.get('seconds', '')} |")
+        versus = "" if base is None or s["name"] in OWN_BASE else f"{s['accuracy'] - base:+.3f}"
+        lines.append(f"| {s['name']} | {s['accuracy']:.3f} | {versus} | {s.get('seconds', '')} |")
+    for s in stages:
+        if s["name"] == "tools":
+            lines += ["", f"tools (its own problems: 1 op / 2 digits and 3 ops / 4 digits): with the tool after GRPO "
+                          f"{s['accuracy']:.3f}, cold start {s['start_accuracy']:.3f}, no-tool baseline "
+                          f"{s['no_tool_accuracy']:.3f}; tool calls per problem {s['start_tool_calls_per_problem']:.2f} "
+                          f"-> {s['tool_calls_per_problem']:.2f}"]
     lines += ["", f"Total time: {time.time() - started:.0f} s. Plot: accuracy.png"]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     _plot(out / "accuracy.png", stages)

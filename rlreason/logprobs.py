@@ -2,7 +2,7 @@
 
 The model runs once with `logits_to_keep=1`; a forward hook on its final norm keeps the hidden states. The
 lm_head and the log-softmax then run on chunks of completion tokens (`tokens_per_chunk`: LOGIT_CHUNK_ELEMENTS
-logits at a time, 128 tokens for a 151,936-token vocabulary), each chunk under activation checkpointing, so
+logits at a time, 110 tokens for a 151,936-token vocabulary), each chunk under activation checkpointing, so
 backward recomputes one chunk's logits at a time instead of keeping every chunk's. Masked positions are not
 scored. The lm_head is called as a module (LoRA on it, DeepSpeed ZeRO-3's parameter gathering and DDP's
 gradient hooks all see it), and the forward pass goes through the model's own __call__ (so DDP and DeepSpeed

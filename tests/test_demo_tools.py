@@ -9,12 +9,14 @@ from rlreason.config import RecipeError
 from rlreason.demo_tools import RUNS, check_controlled, recipe, run_tools_stage
 
 TINY = "tiny_model={hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2}"
+TASK = "task_options={{levels: [[1, 2], [3, 4]], seed: 4321, num_train: 200, num_test: 20{}}}"
 SHORT = {
-    "tools_sft": ["max_steps=4", "per_device_train_batch_size=8", "max_eval_samples=6", TINY],
-    "tools_baseline": ["max_steps=6", "per_device_train_batch_size=8", "max_eval_samples=6",
-                       "eval_max_completion_length=24", TINY],
+    "tools_sft": ["max_steps=4", "per_device_train_batch_size=8", "max_eval_samples=6", "save_steps=4", TINY,
+                  TASK.format(", solution_format: worked, tool_fraction: 0.4")],
+    "tools_baseline": ["max_steps=4", "per_device_train_batch_size=8", "max_eval_samples=6", "save_steps=4", TINY,
+                       TASK.format(", solution_format: worked, tool_fraction: 0.0")],
     "tools": ["max_steps=2", "per_device_train_batch_size=4", "num_generations=2", "max_completion_length=40",
-              "max_eval_samples=6", "eval_max_completion_length=40", "logging_steps=1", "save_steps=2"],
+              "max_eval_samples=6", "eval_max_completion_length=40", "logging_steps=1", "save_steps=2", TASK.format("")],
 }
 
 
@@ -27,13 +29,14 @@ def test_the_shipped_recipes_are_a_controlled_comparison(tmp_path):
     check_controlled(found)
     assert found["start"].args.task_options["tool_fraction"] < 0.5  # a minority of the cold start calls the tool
     assert found["grpo"].training_args.tools == ["python"]
-    assert found["grpo"].args.task_options["num_ops"] == found["start"].args.task_options["num_ops"]
+    assert found["grpo"].args.task_options["levels"] == found["start"].args.task_options["levels"]
 
 
 @pytest.mark.parametrize("change,message", [
     ({"tools_baseline": ["learning_rate=0.01"]}, "differ in learning_rate"),
-    ({"tools_baseline": ["max_steps=7"]}, "max_steps must be"),
-    ({"tools_baseline": ["task_options={num_ops: 3, digits: 4, seed: 4321, num_train: 20000, num_test: 200, "
+    ({"tools_baseline": ["max_steps=7"]}, "differ in max_steps"),
+    ({"tools_baseline": ["mask_tool_observations=false"]}, "differ in mask_tool_observations"),
+    ({"tools_baseline": ["task_options={levels: [[1, 2], [3, 4]], seed: 4321, num_train: 20000, num_test: 200, "
                          "solution_format: worked, tool_fraction: 0.2}"]}, "tool_fraction must be 0"),
 ])
 def test_an_uncontrolled_baseline_is_refused(tmp_path, change, message):
@@ -45,7 +48,9 @@ def test_a_short_tools_stage_reports_its_keys(tmp_path):
     stage = run_tools_stage(tmp_path / "tools", seed=0, overrides=SHORT)
     for key in ("accuracy", "start_accuracy", "no_tool_accuracy", "tool_calls_per_problem"):
         assert 0 <= stage[key] <= (1 if "accuracy" in key else 2), (key, stage[key])
-    assert stage["n"] == 6 and stage["baseline_steps"] == 6
+    assert stage["n"] == 6 and stage["baseline_steps"] == 4
+    assert set(stage["per_level"]) == {"1 op, 2 digits", "3 ops, 4 digits"}
+    assert all(set(v) == {"accuracy", "start_accuracy", "no_tool_accuracy"} for v in stage["per_level"].values())
     saved = json.loads((tmp_path / "tools" / "grpo" / "stage.json").read_text())
     assert saved["no_tool_accuracy"] == stage["no_tool_accuracy"]
     logged = [json.loads(line) for line in (tmp_path / "tools" / "grpo" / "metrics.jsonl").read_text().splitlines()]

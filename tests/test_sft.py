@@ -149,3 +149,32 @@ def test_sampled_correction_attempts_are_the_start_models_own(tiny_model_dir, tm
     assert losses(run)
     with pytest.raises((RecipeError, ValueError), match="correction_attempts must be one of corrupted, sampled"):
         sft_recipe(tiny_model_dir, tmp_path / "bad", correction_attempts="model")
+
+
+def test_mask_tool_observations_takes_the_loss_off_the_tool_output_only(tmp_path):
+    """With mask_tool_observations the labels of each observation (template and output) are -100; the call and
+    the answer after it keep their labels; rows without a call are untouched."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTTrainer
+
+    from rlreason.algorithms.sft import SFTArgs, to_prompt_completion, without_observation_loss
+    from rlreason.models.tiny import build_tiny, task_texts
+    from rlreason.tasks import load_task
+
+    options = dict(num_ops=2, digits=3, tool_fraction=0.5, solution_format="direct")
+    path = build_tiny(str(tmp_path / "m"), texts=task_texts("arithmetic", **options), hidden_size=32,
+                      num_hidden_layers=1, num_attention_heads=2)
+    rows = load_task("arithmetic", "train", num_train=8, num_test=2, **options)
+    tok = AutoTokenizer.from_pretrained(path)
+    trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(path), processing_class=tok,
+                         args=SFTArgs(output_dir=str(tmp_path / "o"), use_cpu=True, bf16=False, report_to="none"),
+                         train_dataset=to_prompt_completion(Dataset.from_list(rows)))
+    masked = without_observation_loss(trainer.train_dataset, tok)
+    for row, before, after in zip(rows, trainer.train_dataset, masked):
+        trained = tok.decode([t for t, label in zip(after["input_ids"], after["labels"]) if label != -100])
+        if "```python" in row["solution"]:
+            call = row["solution"].split("\n```output")[0]
+            assert trained == f"{call}#### {row['answer']}{tok.eos_token}", trained
+        else:
+            assert after["labels"] == before["labels"]
