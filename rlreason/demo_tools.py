@@ -56,18 +56,6 @@ def check_controlled(recipes: dict) -> None:
         raise RecipeError("tools_baseline: task_options.tool_fraction must be 0 (the baseline never sees the tool)")
 
 
-def build_base(start_recipe, out: Path, seed: int) -> str:
-    """The untrained tiny model the baseline and the cold start both begin from (its tokenizer knows the tool)."""
-    from rlreason.models.tiny import build_tiny, task_texts
-
-    args = start_recipe.args
-    if not args.tiny_model:
-        raise RecipeError("tools_sft needs tiny_model: the stage builds its own tiny base model")
-    path = out / "base-model"
-    build_tiny(str(path), texts=task_texts(args.task, **args.task_options), **{**args.tiny_model, "seed": seed})
-    return str(path)
-
-
 def evaluate_with_tools(model_path: str, grpo_recipe) -> dict:
     """Greedy accuracy of a saved model on the stage's held-out problems, calling the tool as GRPO's rollouts do."""
     from rlreason.algorithms.common import load_rows
@@ -105,7 +93,9 @@ def run_tools_stage(out: Path, seed: int = 0, overrides: dict[str, list[str]] | 
 
     out = Path(out)
     started = time.time()
-    base = build_base(recipe("start", out, seed, overrides), out, seed)
+    from rlreason.findings.intermediate import build_base  # the tokenizer learns the tool's text too
+
+    base = build_base(recipe("start", out, seed, overrides), out, seed, needed_by="the tools stage's recipes")
     recipes = load_recipes(out, seed, overrides, base)
     seconds = {}
 

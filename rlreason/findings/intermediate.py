@@ -50,13 +50,14 @@ def check_controlled(worked: dict, direct: dict) -> None:
         raise RecipeError(f"finding 1 needs task_options.solution_format worked and direct, got {formats}")
 
 
-def build_base(recipe, out: Path, seed: int) -> str:
-    """The untrained tiny model both runs start from, built afresh with the demo's seed."""
+def build_base(recipe, out: Path, seed: int, needed_by: str = "finding 1's recipes") -> str:
+    """The untrained tiny model (recipe's tiny_model, its task's texts) that several runs start from, built
+    afresh under out/base-model with the demo's seed."""
     from rlreason.models.tiny import build_tiny, task_texts
 
     args = recipe.args
     if not args.tiny_model:
-        raise RecipeError("finding 1's recipes need tiny_model: both runs start from one freshly built tiny model")
+        raise RecipeError(f"{needed_by} need tiny_model: the runs start from one freshly built tiny model")
     path = out / "base-model"
     build_tiny(str(path), texts=task_texts(args.task, **args.task_options), **{**args.tiny_model, "seed": seed})
     return str(path)
