@@ -1,6 +1,7 @@
 """The demo's `tools` stage: a fixed tiny model learns, by RL, to hand arithmetic it cannot do in its head to Python.
 
-Three runs from one freshly built tiny base model, on 3-operation, 4-digit problems (recipes/demo/tools_*.yaml):
+Three runs from one freshly built tiny base model, on easy (1 op, 2 digits) and hard (3 ops, 4 digits) problems
+(recipes/demo/tools_*.yaml):
 - the baseline: SFT on worked solutions without the tool, for as many steps as the cold start;
 - the cold start: SFT on solutions of which a minority call the tool (task_options.tool_fraction), the rest worked;
 - GRPO with the tool from the cold start (recipes/demo/tools.yaml: `tools: [python]`).
@@ -54,6 +55,13 @@ def check_controlled(recipes: dict) -> None:
                           f"tools_baseline and tools_sft differ in {', '.join(differ)}")
     if (base.get("task_options") or {}).get("tool_fraction", 0) != 0:
         raise RecipeError("tools_baseline: task_options.tool_fraction must be 0 (the baseline never sees the tool)")
+    def problems(r) -> tuple:
+        options = {k: v for k, v in r.args.task_options.items() if k not in ("tool_fraction", "solution_format")}
+        return r.args.task, options, r.args.max_eval_samples
+
+    if problems(recipes["grpo"]) != problems(recipes["baseline"]):
+        raise RecipeError("the tools stage compares runs on the same held-out problems: tools.yaml's task, "
+                          "task_options and max_eval_samples must be tools_baseline's")
 
 
 def evaluate_with_tools(model_path: str, grpo_recipe) -> dict:

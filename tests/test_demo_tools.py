@@ -36,6 +36,7 @@ def test_the_shipped_recipes_are_a_controlled_comparison(tmp_path):
     ({"tools_baseline": ["learning_rate=0.01"]}, "differ in learning_rate"),
     ({"tools_baseline": ["max_steps=7"]}, "differ in max_steps"),
     ({"tools_baseline": ["mask_tool_observations=false"]}, "differ in mask_tool_observations"),
+    ({"tools": ["max_eval_samples=100"]}, "same held-out problems"),
     ({"tools_baseline": ["task_options={levels: [[1, 2], [3, 4]], seed: 4321, num_train: 20000, num_test: 200, "
                          "solution_format: worked, tool_fraction: 0.2}"]}, "tool_fraction must be 0"),
 ])
