@@ -28,18 +28,6 @@ def available_algorithms() -> list[str]:
     return [a for a in ALGORITHMS if a != "sft" and (RECIPES / f"{a}.yaml").is_file()] + list(OWN_BASE)
 
 
-def _evaluate(model_path: str, recipe, label: str) -> dict:
-    from rlreason.algorithms.common import load_rows
-    from rlreason.evaluation import evaluate_greedy
-    from rlreason.models.loading import load_for_generation
-
-    model, tokenizer = load_for_generation(model_path)
-    rows = load_rows(recipe.args, recipe.args.dataset_test_split, recipe.args.max_eval_samples)
-    print(f"[demo] evaluating {label} on {len(rows)} held-out problems")
-    return evaluate_greedy(model, tokenizer, rows, max_completion_length=recipe.args.eval_max_completion_length,
-                           reward=recipe.args.reward_funcs[0])
-
-
 def _stage_from_run(name: str, output_dir: str, seconds: float) -> dict:
     result = json.loads((Path(output_dir) / "eval.json").read_text())
     stage = {"name": name, "accuracy": result["accuracy"], "n": result["n"], "seconds": round(seconds, 1),
@@ -75,7 +63,9 @@ def run_demo(algorithms: str | None = None, output_dir: str | None = None, full:
     sft = load_recipe(recipe_path("sft"), common + [f"output_dir={out / 'sft'}", f"model_name_or_path={base_path}"]
                       + extra.get("sft", []))
     t = time.time()
-    base = _evaluate(base_path, sft, "the untrained model")
+    from rlreason.algorithms.common import evaluate_saved
+
+    base = evaluate_saved(base_path, sft, "the untrained model")
     stages = [{"name": "base", "accuracy": base["accuracy"], "n": base["n"], "seconds": round(time.time() - t, 1),
                "model": base_path}]
     _report(out, stages, started)
@@ -144,7 +134,7 @@ def _report(out: Path, stages: list[dict], started: float) -> None:
         lines.append(f"| {s['name']} | {s['accuracy']:.3f} | {versus} | {s.get('seconds', '')} |")
     for s in stages:
         if s["name"] == "tools":
-            lines += ["", f"tools (its own problems: 1 op / 2 digits and 3 ops / 4 digits): with the tool after GRPO "
+            lines += ["", f"tools (on its own problems): with the tool after GRPO "
                           f"{s['accuracy']:.3f}, cold start {s['start_accuracy']:.3f}, no-tool baseline "
                           f"{s['no_tool_accuracy']:.3f}; tool calls per problem {s['start_tool_calls_per_problem']:.2f} "
                           f"-> {s['tool_calls_per_problem']:.2f}"]

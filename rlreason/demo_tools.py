@@ -55,6 +55,7 @@ def check_controlled(recipes: dict) -> None:
                           f"tools_baseline and tools_sft differ in {', '.join(differ)}")
     if (base.get("task_options") or {}).get("tool_fraction", 0) != 0:
         raise RecipeError("tools_baseline: task_options.tool_fraction must be 0 (the baseline never sees the tool)")
+
     def problems(r) -> tuple:
         options = {k: v for k, v in r.args.task_options.items() if k not in ("tool_fraction", "solution_format")}
         return r.args.task, options, r.args.max_eval_samples
@@ -62,21 +63,6 @@ def check_controlled(recipes: dict) -> None:
     if problems(recipes["grpo"]) != problems(recipes["baseline"]):
         raise RecipeError("the tools stage compares runs on the same held-out problems: tools.yaml's task, "
                           "task_options and max_eval_samples must be tools_baseline's")
-
-
-def evaluate_with_tools(model_path: str, grpo_recipe) -> dict:
-    """Greedy accuracy of a saved model on the stage's held-out problems, calling the tool as GRPO's rollouts do."""
-    from rlreason.algorithms.common import load_rows
-    from rlreason.evaluation import evaluate_greedy
-    from rlreason.models.loading import load_for_generation
-    from rlreason.tools import ToolConfig
-
-    args = grpo_recipe.args
-    model, tokenizer = load_for_generation(model_path)
-    rows = load_rows(args, args.dataset_test_split, args.max_eval_samples)
-    print(f"[demo] evaluating the tools cold start on {len(rows)} held-out problems, with the tool", flush=True)
-    return evaluate_greedy(model, tokenizer, rows, max_completion_length=args.eval_max_completion_length,
-                           reward=args.reward_funcs[0], tools=ToolConfig.from_args(grpo_recipe.training_args))
 
 
 def per_level_accuracy(grpo_recipe, results: dict) -> dict:
@@ -98,11 +84,12 @@ def per_level_accuracy(grpo_recipe, results: dict) -> dict:
 def run_tools_stage(out: Path, seed: int = 0, overrides: dict[str, list[str]] | None = None) -> dict:
     """Baseline, cold start and GRPO with the tool; the stage's report entry (also written to out/stage.json)."""
     from rlreason.algorithms import ALGORITHMS
+    from rlreason.algorithms.common import evaluate_saved
+    from rlreason.findings.intermediate import build_base  # the tokenizer learns the tool's text too
+    from rlreason.tools import ToolConfig
 
     out = Path(out)
     started = time.time()
-    from rlreason.findings.intermediate import build_base  # the tokenizer learns the tool's text too
-
     base = build_base(recipe("start", out, seed, overrides), out, seed, needed_by="the tools stage's recipes")
     recipes = load_recipes(out, seed, overrides, base)
     seconds = {}
@@ -117,7 +104,8 @@ def run_tools_stage(out: Path, seed: int = 0, overrides: dict[str, list[str]] | 
     print(f"[demo] tools: cold start SFT, {recipes['start'].args.task_options.get('tool_fraction', 0):.0%} of the "
           f"solutions call the tool", flush=True)
     start_path = ALGORITHMS["sft"][1](recipes["start"])
-    start = evaluate_with_tools(start_path, recipes["grpo"])
+    start = evaluate_saved(start_path, recipes["grpo"], "the tools cold start, with the tool",
+                           ToolConfig.from_args(recipes["grpo"].training_args))
     dump_json(start, Path(start_path) / "eval.json")
     seconds["cold start"] = round(time.time() - t, 1)
 

@@ -123,6 +123,18 @@ def evaluate_after_train(recipe, model, tokenizer, record: bool = True) -> dict 
     return result
 
 
+def evaluate_saved(model_path: str, recipe, label: str, tools=None) -> dict:
+    """Greedy accuracy of a saved model on `recipe`'s held-out problems (calling `tools`, a ToolConfig, if given)."""
+    from rlreason.evaluation import evaluate_greedy
+    from rlreason.models.loading import load_for_generation
+
+    model, tokenizer = load_for_generation(model_path)
+    rows = load_rows(recipe.args, recipe.args.dataset_test_split, recipe.args.max_eval_samples)
+    print(f"[demo] evaluating {label} on {len(rows)} held-out problems", flush=True)
+    return evaluate_greedy(model, tokenizer, rows, max_completion_length=recipe.args.eval_max_completion_length,
+                           reward=recipe.args.reward_funcs[0], tools=tools)
+
+
 def log_eval(output_dir: str, metrics: dict) -> None:
     """Evaluation scalars go where the training scalars went: metrics.jsonl and the wandb run."""
     from rlreason.tracking import MetricsJsonl, read_metrics
