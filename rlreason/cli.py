@@ -85,10 +85,15 @@ def demo(argv: list[str]) -> None:
     parser.add_argument("--full", action="store_true", help="the full findings report (all algorithms)")
     parser.add_argument("--seed", type=int, default=0)
     ns = parser.parse_args(argv)
-    from rlreason.demo import run_demo
-
     try:
-        run_demo(algorithms=ns.algorithms, output_dir=ns.output_dir, full=ns.full, seed=ns.seed)
+        if ns.full:
+            from rlreason import findings
+
+            findings.run_full_demo(ns.output_dir or "runs/demo-full", seed=ns.seed)
+        else:
+            from rlreason.demo import run_demo
+
+            run_demo(algorithms=ns.algorithms, output_dir=ns.output_dir, seed=ns.seed)
     except RecipeError as e:
         fail(str(e))
 

@@ -38,61 +38,70 @@ def _stage_from_run(name: str, output_dir: str, seconds: float) -> dict:
     return stage
 
 
-def run_demo(algorithms: str | None = None, output_dir: str | None = None, full: bool = False, seed: int = 0,
+def run_demo(algorithms: str | None = None, output_dir: str | None = None, seed: int = 0,
              overrides: dict[str, list[str]] | None = None) -> dict:
     """Run the demo stages and write report.json, report.md and accuracy.png under output_dir.
 
-    overrides: extra recipe items (key=value) per stage name, e.g. {"sft": ["max_steps=5"]} for short test runs."""
-    if full:
-        from rlreason.findings import run_full_demo
-
-        return run_full_demo(output_dir or "runs/demo-full", seed=seed)
+    The untrained model (`base`) is built and evaluated, and the SFT stage run, only when a chosen stage starts
+    from them: `--algorithms star,tools` trains no SFT model. overrides: extra recipe items (key=value) per stage name, e.g. {"sft": ["max_steps=5"]} for short test runs."""
     out = Path(output_dir or "runs/demo")
     names = _choose(algorithms)
     started = time.time()
     common = [f"seed={seed}"]
     extra = overrides or {}
-    if names and all(name in OWN_BASE for name in names):  # nothing to learn from the demo's own SFT model
-        return _own_base_stages(out, names, seed, extra, started)
-    sft = load_recipe(recipe_path("sft"), common + [f"output_dir={out / 'sft'}"] + extra.get("sft", []))
+    needs_sft = not names or any(n not in FROM_BASE and n not in OWN_BASE for n in names)
+    stages: list[dict] = []
+    if needs_sft or any(n in FROM_BASE for n in names):
+        base_path, sft = _base_stage(out, common, extra, stages)
+        _report(out, stages, started)
+    if needs_sft:
+        from rlreason.algorithms import ALGORITHMS
 
-    from rlreason.algorithms import ALGORITHMS
-    from rlreason.algorithms.common import prepare_model_path
-
-    base_path = prepare_model_path(sft.args, str(out))
-    sft = load_recipe(recipe_path("sft"), common + [f"output_dir={out / 'sft'}", f"model_name_or_path={base_path}"]
-                      + extra.get("sft", []))
-    t = time.time()
-    from rlreason.algorithms.common import evaluate_saved
-
-    base = evaluate_saved(base_path, sft, "the untrained model")
-    stages = [{"name": "base", "accuracy": base["accuracy"], "n": base["n"], "seconds": round(time.time() - t, 1),
-               "model": base_path}]
-    _report(out, stages, started)
-
-    t = time.time()
-    sft_path = ALGORITHMS["sft"][1](sft)
-    stages.append(_stage_from_run("sft", sft_path, time.time() - t))
-    _report(out, stages, started)
+        t = time.time()
+        sft_path = ALGORITHMS["sft"][1](sft)
+        stages.append(_stage_from_run("sft", sft_path, time.time() - t))
+        _report(out, stages, started)
 
     for name in names:
         if name in OWN_BASE:
             stages.append(_own_base_stage(out, name, seed, extra))
-            _report(out, stages, started)
-            continue
-        start = base_path if name in FROM_BASE else sft_path
-        if name in OWN_SFT:
-            own = load_recipe(recipe_path(OWN_SFT[name]), common + [f"output_dir={out / OWN_SFT[name]}",
-                                                                  f"model_name_or_path={sft_path}"]
-                              + extra.get(OWN_SFT[name], []))
-            start = ALGORITHMS["sft"][1](own)
-        recipe = load_recipe(recipe_path(name), common + [f"output_dir={out / name}", f"model_name_or_path={start}"]
-                             + extra.get(name, []))
-        t = time.time()
-        path = ALGORITHMS[name][1](recipe)
-        stages.append(_stage_from_run(name, path, time.time() - t))
+        else:
+            stages.append(_stage(out, name, base_path if name in FROM_BASE else sft_path, common, extra))
         _report(out, stages, started)
     return {"stages": stages}
+
+
+def _base_stage(out: Path, common: list[str], extra: dict, stages: list[dict]):
+    """Build the demo's untrained tiny model and evaluate it (the `base` row); returns its path and the SFT
+    recipe that starts from it."""
+    from rlreason.algorithms.common import evaluate_saved, prepare_model_path
+
+    sft = load_recipe(recipe_path("sft"), common + [f"output_dir={out / 'sft'}"] + extra.get("sft", []))
+    base_path = prepare_model_path(sft.args, str(out))
+    sft = load_recipe(recipe_path("sft"), common + [f"output_dir={out / 'sft'}", f"model_name_or_path={base_path}"]
+                      + extra.get("sft", []))
+    t = time.time()
+    base = evaluate_saved(base_path, sft, "the untrained model")
+    stages.append({"name": "base", "accuracy": base["accuracy"], "n": base["n"], "seconds": round(time.time() - t, 1),
+                   "model": base_path})
+    return base_path, sft
+
+
+def _stage(out: Path, name: str, start: str, common: list[str], extra: dict) -> dict:
+    """One stage that starts from `start` (the SFT model or the untrained one), after its own further SFT run
+    where OWN_SFT names one."""
+    from rlreason.algorithms import ALGORITHMS
+
+    if name in OWN_SFT:
+        own = load_recipe(recipe_path(OWN_SFT[name]), common + [f"output_dir={out / OWN_SFT[name]}",
+                                                              f"model_name_or_path={start}"]
+                          + extra.get(OWN_SFT[name], []))
+        start = ALGORITHMS["sft"][1](own)
+    recipe = load_recipe(recipe_path(name), common + [f"output_dir={out / name}", f"model_name_or_path={start}"]
+                         + extra.get(name, []))
+    t = time.time()
+    path = ALGORITHMS[name][1](recipe)
+    return _stage_from_run(name, path, time.time() - t)
 
 
 def _own_base_stage(out: Path, name: str, seed: int, extra: dict) -> dict:
@@ -101,15 +110,6 @@ def _own_base_stage(out: Path, name: str, seed: int, extra: dict) -> dict:
     t = time.time()
     path = run_tools_stage(out / name, seed, extra)["path"]
     return _stage_from_run(name, path, time.time() - t)
-
-
-def _own_base_stages(out: Path, names: list[str], seed: int, extra: dict, started: float) -> dict:
-    """Only stages with their own base model: run them alone (no demo SFT stage before them)."""
-    stages = []
-    for name in names:
-        stages.append(_own_base_stage(out, name, seed, extra))
-        _report(out, stages, started)
-    return {"stages": stages}
 
 
 def _choose(algorithms: str | None) -> list[str]:

@@ -69,7 +69,7 @@ def per_level_accuracy(grpo_recipe, results: dict) -> dict:
     """{level: {key: accuracy}} of each evaluation (all on the same held-out problems), from its per-problem
     results."""
     from rlreason.algorithms.common import load_rows
-    from rlreason.findings.intermediate import levels_table, per_level
+    from rlreason.tasks.levels import levels_table, per_level
 
     args = grpo_recipe.args
     rows = [dict(r) for r in load_rows(args, args.dataset_test_split, args.max_eval_samples)]
@@ -84,20 +84,20 @@ def per_level_accuracy(grpo_recipe, results: dict) -> dict:
 def run_tools_stage(out: Path, seed: int = 0, overrides: dict[str, list[str]] | None = None) -> dict:
     """Baseline, cold start and GRPO with the tool; the stage's report entry (also written to out/stage.json)."""
     from rlreason.algorithms import ALGORITHMS
-    from rlreason.algorithms.common import evaluate_saved
-    from rlreason.findings.intermediate import build_base  # the tokenizer learns the tool's text too
+    from rlreason.algorithms.common import build_base_model, evaluate_saved  # its tokenizer learns the tool's text
     from rlreason.tools import ToolConfig
 
     out = Path(out)
     started = time.time()
-    base = build_base(recipe("start", out, seed, overrides), out, seed, needed_by="the tools stage's recipes")
+    base = build_base_model(recipe("start", out, seed, overrides), out, seed, "the tools stage's recipes")
     recipes = load_recipes(out, seed, overrides, base)
     seconds = {}
 
     t = time.time()
     print(f"[demo] tools: baseline SFT on worked solutions, {recipes['baseline'].training_args.max_steps} steps",
           flush=True)
-    baseline = json.loads((Path(ALGORITHMS["sft"][1](recipes["baseline"])) / "eval.json").read_text())
+    baseline_path = ALGORITHMS["sft"][1](recipes["baseline"])
+    baseline = json.loads((Path(baseline_path) / "eval.json").read_text())
     seconds["baseline"] = round(time.time() - t, 1)
 
     t = time.time()
@@ -120,6 +120,7 @@ def run_tools_stage(out: Path, seed: int = 0, overrides: dict[str, list[str]] | 
              "per_level": per_level_accuracy(grpo, {"accuracy": after, "start_accuracy": start,
                                                     "no_tool_accuracy": baseline}),
              "no_tool_accuracy": baseline["accuracy"], "n": after["n"],
+             "no_tool_model": baseline_path,
              "tool_calls_per_problem": after.get("tool_calls_per_problem"),
              "start_tool_calls_per_problem": start.get("tool_calls_per_problem"),
              "no_tool_n": baseline["n"], "baseline_steps": recipes["baseline"].training_args.max_steps,

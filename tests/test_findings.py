@@ -10,9 +10,11 @@ import pytest
 
 from rlreason.config import RecipeError
 from rlreason.findings import stats
-from rlreason.findings.intermediate import check_controlled, levels_table, load_recipes, per_level
+from rlreason.findings.intermediate import check_controlled, load_recipes
 from rlreason.findings.report import load_report, markdown, write_report
 from rlreason.findings.verdicts import analyse
+from rlreason.tasks.levels import levels_table, per_level
+from tests.test_demo_tools import SHORT as TOOLS_SHORT
 
 LEVELS = ["1 op, 2 digits", "2 ops, 2 digits", "3 ops, 2 digits"]
 
@@ -55,6 +57,15 @@ def faithfulness_probes(changed=0.8, control=0.02, filler=0.05) -> dict:
             "filler": {"accuracy": filler, "chain_minus_filler": paired(0.7 - filler)}}
 
 
+def tools_stage(accuracy=0.90, no_tool=0.20) -> dict:
+    """The tools stage's report entry (rlreason/demo_tools.py) with the given accuracies, 200 problems."""
+    return {"name": "tools", "accuracy": accuracy, "n": 200, "model": "m/tools/grpo", "start_accuracy": 0.40,
+            "no_tool_accuracy": no_tool, "no_tool_n": 200, "no_tool_model": "m/tools/baseline", "baseline_steps": 400,
+            "tool_calls_per_problem": 1.0, "start_tool_calls_per_problem": 0.5,
+            "per_level": {"easy": {"accuracy": 1.0, "start_accuracy": 0.6, "no_tool_accuracy": 0.4},
+                          "hard": {"accuracy": 0.8, "start_accuracy": 0.2, "no_tool_accuracy": 0.0}}}
+
+
 def measurements() -> dict:
     """A full set of measurements in which every finding reproduces."""
     stages = [
@@ -70,7 +81,9 @@ def measurements() -> dict:
          "after": {"accuracy_t1": 0.72, "accuracy_t2": 0.80, "delta_t1_t2": 0.08, "delta_i_to_c": 0.09,
                    "delta_c_to_i": 0.01}},
     ]
-    return {"stages": stages, "stage_pairs": {"grpo": {"n": 200, "a_only": 2, "b_only": 32}},
+    stages.insert(5, tools_stage())  # before score: the tests below find score last
+    return {"stages": stages, "stage_pairs": {"grpo": {"n": 200, "a_only": 2, "b_only": 32},
+                                              "tools": {"n": 200, "a_only": 4, "b_only": 144}},
             "intermediate": intermediate(), "faithfulness": faithfulness_probes(),
             "sampling": {"greedy": {"accuracy": 0.70, "n": 200, "model": "m/sft"}, "num_samples": 8,
                          "ks": [1, 2, 4, 8], "temperatures": {"0.3": sampled(0.74, 0.85), "0.7": sampled(0.80, 0.95)}}}
@@ -113,7 +126,7 @@ def test_verdict_names_what_failed():
 def test_every_finding_reproduces_on_good_numbers():
     findings = analyse(measurements())
     assert list(findings) == ["intermediate_tokens", "aggregation", "rl_beats_imitation", "self_correction",
-                              "agreement_calibration", "faithfulness"]
+                              "agreement_calibration", "faithfulness", "tools"]
     for key, f in findings.items():
         assert f["verdict"] == "reproduced", (key, f["checks"])
 
@@ -180,6 +193,35 @@ def test_a_chain_the_answers_ignore_is_not_load_bearing():
     assert verdict.startswith("did not reproduce") and "chain - filler" in verdict and "mistake" in verdict
 
 
+def test_tools_must_beat_the_no_tool_baseline_beyond_paired_noise():
+    m = measurements()
+    f = analyse(m)["tools"]
+    assert f["rows"][0][:5] == ["all", 200, 0.20, 0.40, 0.90] and [r[0] for r in f["rows"][1:]] == ["easy", "hard"]
+    assert f["checks"][0]["kind"] == "paired" and "0.900 vs the no-tool baseline 0.200" in f["checks"][0]["detail"]
+    m["stages"][5] = tools_stage(accuracy=0.23, no_tool=0.20)  # +0.03 with 10 + 16 discordant problems
+    m["stage_pairs"]["tools"] = {"n": 200, "a_only": 10, "b_only": 16}
+    f = analyse(m)["tools"]
+    assert f["verdict"].startswith("did not reproduce: with the tool after GRPO 0.230 vs the no-tool baseline 0.200")
+    del m["stage_pairs"]["tools"]  # no per-problem results: the independent (wider) s.e.
+    assert analyse(m)["tools"]["checks"][0]["kind"] == "independent"
+    m["stages"] = [s for s in m["stages"] if s["name"] != "tools"]
+    assert "tools stage did not run" in analyse(m)["tools"]["verdict"]
+
+
+def test_stage_pairs_pair_the_tools_stage_with_its_baseline(tmp_path):
+    from rlreason.findings.run import stage_pairs
+
+    for name, correct in (("sft", [1, 0, 0, 1]), ("grpo", [1, 1, 0, 1]), ("baseline", [0, 0, 1, 0]),
+                          ("tools", [1, 1, 0, 1])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "eval.json").write_text(json.dumps({"correct": correct}))
+    stages = [{"name": "sft", "model": str(tmp_path / "sft")}, {"name": "grpo", "model": str(tmp_path / "grpo")},
+              {"name": "ppo", "model": str(tmp_path / "missing")},
+              {"name": "tools", "model": str(tmp_path / "tools"), "no_tool_model": str(tmp_path / "baseline")}]
+    assert stage_pairs(stages) == {"grpo": {"n": 4, "a_only": 0, "b_only": 1},
+                                   "tools": {"n": 4, "a_only": 1, "b_only": 3}}
+
+
 def test_nothing_measured_is_not_reproduced():
     for f in analyse({}).values():
         assert f["verdict"].startswith("did not reproduce"), f
@@ -193,14 +235,15 @@ def test_report_md_and_json_from_measurements(tmp_path):
     m["intermediate"] = intermediate(direct_acc=(0.0, 0.0, 0.0))
     report = write_report(tmp_path, {"seed": 3, "seconds": {"total": 12.0}, "measurements": copy.deepcopy(m)})
     text = (tmp_path / "report.md").read_text()
-    assert text.count("\n## ") == 7  # six findings and the time table
+    assert text.count("\n## ") == 8  # seven findings and the time table
     assert "| 1. Intermediate tokens matter | did not reproduce (failed: direct falls off with steps) |" in text
     assert "| 2. Aggregation beats greedy | reproduced |" in text
     assert "| 1 op, 2 digits | 2.0 | 100 | 0.950 | 0.000 | 0.950 |" in text
     assert "| after SCoRe | 0.720 | 0.800 | 0.080 | 0.090 | 0.010 |" in text
-    assert text.count("**Criteria.**") == 6 and text.count("**Verdict: ") == 6
+    assert text.count("**Criteria.**") == 7 and text.count("**Verdict: ") == 7
+    assert "| 7. Tools extend what a fixed model can compute | reproduced |" in text
     for png in ("intermediate_tokens.png", "accuracy_vs_k_T0.3.png", "accuracy_vs_k_T0.7.png", "agreement.png",
-                "stages.png"):
+                "stages.png", "tools.png"):
         assert (tmp_path / png).stat().st_size > 1000 and f"]({png})" in text
     again = load_report(tmp_path / "report.json")
     assert again["measurements"] == json.loads(json.dumps(m)) and again["findings"] == report["findings"]
@@ -260,8 +303,9 @@ def test_cli_passes_output_dir_and_seed(monkeypatch, tmp_path):
 # ---------------------------------------------------------------- a reduced full demo, twice (slow)
 
 SHORT = {
-    "sft": ["max_steps=4", "max_eval_samples=8", "eval_max_completion_length=24", "per_device_train_batch_size=8",
-            "tiny_model={hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2}"],
+    "sft": ["max_steps=150", "warmup_steps=10", "learning_rate=3e-3", "max_eval_samples=8",
+            "eval_max_completion_length=96", "per_device_train_batch_size=16",  # enough to write answers (finding 6)
+            "tiny_model={hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 2}"],
     "grpo": ["max_steps=2", "max_eval_samples=8", "eval_max_completion_length=24", "max_completion_length=24",
              "per_device_train_batch_size=16", "num_generations=4"],
     "ppo": ["max_steps=2", "max_eval_samples=8", "eval_max_completion_length=24", "max_completion_length=24",
@@ -275,6 +319,7 @@ SHORT = {
                "tiny_model={hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2}"],
     "direct": ["max_steps=4", "max_eval_samples=8", "per_device_train_batch_size=8",
                "tiny_model={hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2}"],
+    **TOOLS_SHORT,
 }
 
 
@@ -293,14 +338,16 @@ def numbers(tree, path=""):
 
 @pytest.mark.slow
 def test_full_demo_is_reproducible_with_one_seed(tmp_path, monkeypatch):
-    """Two runs with seed 11 give the same numbers (within 0.02); a run with seed 12 does not."""
+    """Two runs with seed 11 give the same numbers (within 0.02); a run with seed 12 does not. Each runs its two
+    lanes side by side."""
     from rlreason.findings import run_full_demo
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     runs = [run_full_demo(str(tmp_path / name), seed=seed, overrides=SHORT, temperatures=(0.7,), num_samples=4)
             for name, seed in (("a", 11), ("b", 11), ("c", 12))]
     for name in ("a", "b"):
-        for f in ("report.json", "report.md", "intermediate_tokens.png", "agreement.png", "stages.png"):
+        for f in ("report.json", "report.md", "intermediate_tokens.png", "agreement.png", "stages.png", "tools.png",
+                  "own-start.log"):
             assert (tmp_path / name / f).is_file(), f
     first, second, other = (dict(numbers(r["measurements"])) for r in runs)
     assert first.keys() == second.keys() and len(first) > 50
@@ -310,4 +357,5 @@ def test_full_demo_is_reproducible_with_one_seed(tmp_path, monkeypatch):
     assert {k: f["verdict"] for k, f in runs[0]["findings"].items()} == \
            {k: f["verdict"] for k, f in runs[1]["findings"].items()}
     stages = {s["name"] for s in runs[0]["measurements"]["stages"]}
-    assert stages == {"base", "sft", "grpo", "ppo", "star", "score"}
+    assert stages == {"base", "sft", "grpo", "ppo", "star", "score", "tools"}
+    assert list(runs[0]["findings"])[-1] == "tools" and "tools" in runs[0]["measurements"]["stage_pairs"]

@@ -71,6 +71,20 @@ def prepare_model_path(args, output_dir: str) -> str:
     return str(path)
 
 
+def build_base_model(recipe, out: Path, seed: int, needed_by: str) -> str:
+    """The untrained tiny model (the recipe's tiny_model, its task's texts) that several runs start from, built
+    afresh under out/base-model with the run's seed; `needed_by` names those runs in the error."""
+    from rlreason.config import RecipeError
+    from rlreason.models.tiny import build_tiny, task_texts
+
+    args = recipe.args
+    if not args.tiny_model:
+        raise RecipeError(f"{needed_by} need tiny_model: the runs start from one freshly built tiny model")
+    path = Path(out) / "base-model"
+    build_tiny(str(path), texts=task_texts(args.task, **args.task_options), **{**args.tiny_model, "seed": seed})
+    return str(path)
+
+
 def resolve_resume(targs) -> str | None:
     """resume_from_checkpoint: a path, or true/last for the newest complete checkpoint in output_dir (if any)."""
     from rlreason.checkpoints import last_complete

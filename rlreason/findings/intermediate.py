@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rlreason.config import RecipeError, load_recipe
 from rlreason.findings.stats import paired_counts
+from rlreason.tasks.levels import levels_table, per_level
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "demo" / "full"
 FORMATS = ("worked", "direct")
@@ -50,56 +51,14 @@ def check_controlled(worked: dict, direct: dict) -> None:
         raise RecipeError(f"finding 1 needs task_options.solution_format worked and direct, got {formats}")
 
 
-def build_base(recipe, out: Path, seed: int, needed_by: str = "finding 1's recipes") -> str:
-    """The untrained tiny model (recipe's tiny_model, its task's texts) that several runs start from, built
-    afresh under out/base-model with the demo's seed."""
-    from rlreason.models.tiny import build_tiny, task_texts
-
-    args = recipe.args
-    if not args.tiny_model:
-        raise RecipeError(f"{needed_by} need tiny_model: the runs start from one freshly built tiny model")
-    path = out / "base-model"
-    build_tiny(str(path), texts=task_texts(args.task, **args.task_options), **{**args.tiny_model, "seed": seed})
-    return str(path)
-
-
-def column_steps(solution: str) -> int:
-    """Single-digit column steps in a worked solution (each is written `a+b=s` or `a-b=d`)."""
-    return solution.count("=")
-
-
-def levels_table(rows: list[dict]) -> list[dict]:
-    """The levels in the order of the recipe (first appearance), with problems and mean column steps."""
-    table: dict[str, dict] = {}
-    for row in rows:
-        if "level" not in row:
-            raise RecipeError("finding 1 needs rows with a level column: give the arithmetic task `levels`")
-        entry = table.setdefault(row["level"], {"level": row["level"], "num_ops": row["num_ops"],
-                                                "digits": row["digits"], "n": 0, "steps": 0})
-        entry["n"] += 1
-        entry["steps"] += column_steps(row["solution"])
-    return [{**e, "column_steps": e.pop("steps") / e["n"]} for e in table.values()]
-
-
-def per_level(rows: list[dict], correct: list, levels: list[dict]) -> dict:
-    """Accuracy of one run on each level, from its eval.json's per-problem results."""
-    if len(rows) != len(correct):
-        raise ValueError(f"per_level: {len(rows)} test rows but {len(correct)} results; evaluate on the same split")
-    out = {}
-    for level in levels:
-        flags = [bool(c) for r, c in zip(rows, correct) if r["level"] == level["level"] and c is not None]
-        out[level["level"]] = {"n": len(flags), "accuracy": sum(flags) / len(flags) if flags else float("nan")}
-    return out
-
-
 def run_intermediate(out: Path, seed: int, overrides: dict[str, list[str]] | None = None) -> dict:
     """Train both formats from one base model; accuracy overall and per level, paired per level."""
     from rlreason.algorithms import ALGORITHMS
-    from rlreason.algorithms.common import load_rows
+    from rlreason.algorithms.common import build_base_model, load_rows
 
     out = Path(out)
     started = time.time()
-    base = build_base(load_recipes(out, seed, overrides)["worked"], out, seed)
+    base = build_base_model(load_recipes(out, seed, overrides)["worked"], out, seed, "finding 1's recipes")
     recipes = load_recipes(out, seed, overrides, base_model=base)
     rows, correct, runs = {}, {}, {}
     for fmt in FORMATS:

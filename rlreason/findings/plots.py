@@ -1,5 +1,6 @@
 """The full demo's PNG plots: accuracy per difficulty level (finding 1), accuracy against k (finding 2, the
-evaluation package's plot), stage accuracies (finding 3), accuracy by agreement bucket (finding 5)."""
+evaluation package's plot), stage accuracies (finding 3), accuracy by agreement bucket (finding 5), the tools
+stage by level (finding 7)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,8 @@ def plot_stages(stages: list[dict], path: Path) -> str:
     plt = _pyplot()
     names, values, colors = [], [], []
     for s in stages:
+        if s["name"] == "tools":  # its own problems: plot_tools
+            continue
         if s["name"] == "star" and "start_accuracy" in s:
             names.append("star start")
             values.append(s["start_accuracy"])
@@ -65,6 +68,27 @@ def plot_stages(stages: list[dict], path: Path) -> str:
     ax.set_ylabel("held-out greedy accuracy")
     ax.set_title("stage pipeline: imitation (gray), RL from SFT (blue), STaR (green)")
     ax.tick_params(axis="x", labelsize=8)
+    return _save(fig, path)
+
+
+def plot_tools(stage: dict, path: Path) -> str:
+    """Grouped bars per level and over all problems: the no-tool baseline, the cold start and GRPO, with the tool."""
+    plt = _pyplot()
+    groups = {"all problems": {k: stage[k] for k in ("no_tool_accuracy", "start_accuracy", "accuracy")},
+              **(stage.get("per_level") or {})}
+    runs = (("no_tool_accuracy", "no tool (worked solutions)", "tab:gray"),
+            ("start_accuracy", "cold start, with the tool", "tab:orange"),
+            ("accuracy", "after GRPO, with the tool", "tab:blue"))
+    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    width = 0.27
+    for j, (key, label, color) in enumerate(runs):
+        xs = [i + (j - 1) * width for i in range(len(groups))]
+        ax.bar(xs, [g.get(key) or 0.0 for g in groups.values()], width, label=label, color=color)
+    ax.set_xticks(range(len(groups)), list(groups), fontsize=8)
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("held-out greedy accuracy")
+    ax.set_title("tools stage: the same tiny model with and without Python")
+    ax.legend(fontsize=7)
     return _save(fig, path)
 
 
@@ -110,4 +134,7 @@ def draw_all(out: Path, measurements: dict) -> dict[str, list[str]]:
         plots["agreement_calibration"] = [plot_agreement(sampling, out / "agreement.png")]
     if measurements.get("stages"):
         plots["rl_beats_imitation"] = [plot_stages(measurements["stages"], out / "stages.png")]
+    tools = next((s for s in measurements.get("stages", []) if s["name"] == "tools"), None)
+    if tools and "no_tool_accuracy" in tools:
+        plots["tools"] = [plot_tools(tools, out / "tools.png")]
     return plots

@@ -1,4 +1,4 @@
-"""The six findings from the full demo's measurements: for each, the claim, a table of measured numbers,
+"""The seven findings from the full demo's measurements: for each, the claim, a table of measured numbers,
 the checks that decide it (stated criteria, the 2-s.e. rule of findings.stats) and the verdict.
 
 Pure functions of the measurements dict that run_full_demo writes into report.json, so a report can be
@@ -6,7 +6,7 @@ re-derived (and tested) without training anything."""
 
 from __future__ import annotations
 
-from rlreason.findings import faithfulness
+from rlreason.findings import faithfulness, tools
 from rlreason.findings.stats import Z, beats, missing, not_positive, positive, se_delta, verdict
 
 MIN_GROUP = 10  # problems needed on each side of an agreement comparison for it to count
@@ -55,13 +55,15 @@ TITLES = {
 
 CLAIMS["faithfulness"], CRITERIA["faithfulness"], TITLES["faithfulness"] = (faithfulness.CLAIM, faithfulness.CRITERIA,
                                                                            faithfulness.TITLE)
+CLAIMS["tools"], CRITERIA["tools"], TITLES["tools"] = tools.CLAIM, tools.CRITERIA, tools.TITLE
 
 
 def analyse(measurements: dict) -> dict:
-    """{finding key: {title, claim, criteria, columns, rows, checks, verdict, notes}} for the six findings."""
+    """{finding key: {title, claim, criteria, columns, rows, checks, verdict, notes}} for the seven findings."""
     builders = {"intermediate_tokens": intermediate_tokens, "aggregation": aggregation,
                 "rl_beats_imitation": rl_beats_imitation, "self_correction": self_correction,
-                "agreement_calibration": agreement_calibration, "faithfulness": faithfulness.faithfulness_finding}
+                "agreement_calibration": agreement_calibration, "faithfulness": faithfulness.faithfulness_finding,
+                "tools": tools.tools_finding}
     out = {}
     for key, build in builders.items():
         finding = {"title": TITLES[key], "claim": CLAIMS[key], "criteria": CRITERIA[key], "columns": [], "rows": [],
@@ -149,7 +151,7 @@ def rl_beats_imitation(m: dict) -> dict:
     pairs = m.get("stage_pairs", {})
     sft = stages.get("sft", {}).get("accuracy")
     rows = [[s["name"], s["accuracy"], s["n"], None if sft is None else s["accuracy"] - sft]
-            for s in stages.values() if s["name"] != "star"]
+            for s in stages.values() if s["name"] not in ("star", "tools")]  # tools: its own problems, finding 7
     checks = [_stage_check(stages, pairs, "grpo", "GRPO"), _stage_check(stages, pairs, "ppo", "PPO")]
     star = stages.get("star")
     if star is None or "start_accuracy" not in star:
@@ -168,8 +170,8 @@ def rl_beats_imitation(m: dict) -> dict:
         else:
             checks.append(beats("STaR's last round", last, "its weak start", star["start_accuracy"], n_a=star["n"],
                                 n_b=star["n"]))
-    notes = ["Greedy accuracy on the same held-out problems after each stage of the stage pipeline "
-             "(stages/report.md); GRPO and PPO start from the SFT model, SCoRe from it after further SFT with "
+    notes = ["Greedy accuracy on the same held-out problems after each stage (stages/report.md and "
+             "own-start/report.md); GRPO and PPO start from the SFT model, SCoRe from it after further SFT with "
              "two-turn rows (demo/score_sft.yaml), STaR from its own weak start."]
     return {"columns": ["stage", "accuracy", "problems", "vs. SFT"], "rows": rows, "checks": checks, "notes": notes}
 
