@@ -81,33 +81,56 @@ def per_level_accuracy(grpo_recipe, results: dict) -> dict:
     return table
 
 
-def run_tools_stage(out: Path, seed: int = 0, overrides: dict[str, list[str]] | None = None) -> dict:
-    """Baseline, cold start and GRPO with the tool; the stage's report entry (also written to out/stage.json)."""
+def train_baseline(out: str, seed: int, overrides: dict | None, base: str) -> dict:
+    """The no-tool baseline: SFT on worked solutions; its folder and held-out evaluation."""
     from rlreason.algorithms import ALGORITHMS
-    from rlreason.algorithms.common import build_base_model, evaluate_saved  # its tokenizer learns the tool's text
+
+    recipes = load_recipes(Path(out), seed, overrides, base)
+    t = time.time()
+    print(f"[demo] tools: baseline SFT on worked solutions, {recipes['baseline'].training_args.max_steps} steps",
+          flush=True)
+    path = ALGORITHMS["sft"][1](recipes["baseline"])
+    return {"path": path, "eval": json.loads((Path(path) / "eval.json").read_text()),
+            "seconds": round(time.time() - t, 1)}
+
+
+def train_cold_start(out: str, seed: int, overrides: dict | None, base: str) -> dict:
+    """The cold start: SFT where a minority of the solutions call the tool; its folder and its held-out
+    evaluation with the tool."""
+    from rlreason.algorithms import ALGORITHMS
+    from rlreason.algorithms.common import evaluate_saved
     from rlreason.tools import ToolConfig
+
+    recipes = load_recipes(Path(out), seed, overrides, base)
+    t = time.time()
+    print(f"[demo] tools: cold start SFT, {recipes['start'].args.task_options.get('tool_fraction', 0):.0%} of the "
+          f"solutions call the tool", flush=True)
+    path = ALGORITHMS["sft"][1](recipes["start"])
+    start = evaluate_saved(path, recipes["grpo"], "the tools cold start, with the tool",
+                           ToolConfig.from_args(recipes["grpo"].training_args))
+    dump_json(start, Path(path) / "eval.json")
+    return {"path": path, "eval": start, "seconds": round(time.time() - t, 1)}
+
+
+def run_tools_stage(out: Path, seed: int = 0, overrides: dict[str, list[str]] | None = None) -> dict:
+    """Baseline and cold start (side by side, one thread each, when this process has two threads or more;
+    in turn otherwise, e.g. inside a lane of the full demo), then GRPO with the tool from the cold start; the
+    stage's report entry (also written to out/stage.json)."""
+    from functools import partial
+
+    from rlreason.algorithms import ALGORITHMS
+    from rlreason.algorithms.common import build_base_model  # its tokenizer learns the tool's text
+    from rlreason.lanes import side_by_side_or_in_turn
 
     out = Path(out)
     started = time.time()
     base = build_base_model(recipe("start", out, seed, overrides), out, seed, "the tools stage's recipes")
     recipes = load_recipes(out, seed, overrides, base)
-    seconds = {}
-
-    t = time.time()
-    print(f"[demo] tools: baseline SFT on worked solutions, {recipes['baseline'].training_args.max_steps} steps",
-          flush=True)
-    baseline_path = ALGORITHMS["sft"][1](recipes["baseline"])
-    baseline = json.loads((Path(baseline_path) / "eval.json").read_text())
-    seconds["baseline"] = round(time.time() - t, 1)
-
-    t = time.time()
-    print(f"[demo] tools: cold start SFT, {recipes['start'].args.task_options.get('tool_fraction', 0):.0%} of the "
-          f"solutions call the tool", flush=True)
-    start_path = ALGORITHMS["sft"][1](recipes["start"])
-    start = evaluate_saved(start_path, recipes["grpo"], "the tools cold start, with the tool",
-                           ToolConfig.from_args(recipes["grpo"].training_args))
-    dump_json(start, Path(start_path) / "eval.json")
-    seconds["cold start"] = round(time.time() - t, 1)
+    cold, baseline_run = side_by_side_or_in_turn(partial(train_cold_start, str(out), seed, overrides, base),
+                                                 partial(train_baseline, str(out), seed, overrides, base),
+                                                 out / "baseline.log")
+    start_path, start, baseline_path, baseline = cold["path"], cold["eval"], baseline_run["path"], baseline_run["eval"]
+    seconds = {"baseline": baseline_run["seconds"], "cold start": cold["seconds"]}
 
     t = time.time()
     grpo = recipe("grpo", out, seed, overrides, start_path)

@@ -56,3 +56,32 @@ def test_a_short_tools_stage_reports_its_keys(tmp_path):
     assert saved["no_tool_accuracy"] == stage["no_tool_accuracy"]
     logged = [json.loads(line) for line in (tmp_path / "tools" / "grpo" / "metrics.jsonl").read_text().splitlines()]
     assert any("tools/calls_per_completion" in m for m in logged)
+
+
+def test_baseline_and_cold_start_side_by_side_match_the_runs_in_turn(tmp_path):
+    """With two threads the baseline trains in a spawned process beside the cold start, one thread each; with one
+    thread they run in turn here. The two SFT runs and their evaluations come out the same."""
+    import torch
+
+    from rlreason.demo_tools import train_baseline, train_cold_start
+
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        side = run_tools_stage(tmp_path / "side", seed=0, overrides=SHORT)
+    finally:
+        torch.set_num_threads(saved)
+    assert "lane done" in (tmp_path / "side" / "baseline.log").read_text()
+    torch.set_num_threads(1)
+    try:
+        base = str(tmp_path / "side" / "base-model")
+        alone = {"cold": train_cold_start(str(tmp_path / "turn"), 0, SHORT, base),
+                 "baseline": train_baseline(str(tmp_path / "turn"), 0, SHORT, base)}
+    finally:
+        torch.set_num_threads(saved)
+    assert side["no_tool_accuracy"] == alone["baseline"]["eval"]["accuracy"]
+    assert side["start_accuracy"] == alone["cold"]["eval"]["accuracy"]
+    for run, name in (("baseline", "baseline"), ("cold", "start")):
+        with_lanes = json.loads((tmp_path / "side" / name / "eval.json").read_text())
+        assert with_lanes["correct"] == alone[run]["eval"]["correct"]
+        assert [s["completion"] for s in with_lanes["samples"]] == [s["completion"] for s in alone[run]["eval"]["samples"]]

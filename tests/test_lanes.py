@@ -1,4 +1,4 @@
-"""The full demo's two lanes (rlreason/findings/lanes.py): both run, each with its share of the threads; the
+"""Two lanes side by side (rlreason/lanes.py): both run, each with its share of the threads; the
 spawned lane's output goes to its log; a failure in either lane is raised and stops the other."""
 
 import time
@@ -7,7 +7,7 @@ from functools import partial
 import pytest
 import torch
 
-from rlreason.findings.lanes import run_side_by_side, threads_per_lane
+from rlreason.lanes import run_side_by_side, threads_per_lane
 
 
 @pytest.fixture

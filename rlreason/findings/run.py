@@ -42,13 +42,13 @@ def run_full_demo(output_dir: str = "runs/demo-full", seed: int = 0, *,
 
     Two lanes: what needs the demo's SFT model (SFT, GRPO, PPO, SCoRe, the sampled evaluation, the faithfulness
     probes; under output_dir/stages) and what starts from its own untrained model (STaR, the tools stage,
-    finding 1; under output_dir/own-start), side by side (findings.lanes) unless side_by_side is false.
+    finding 1; under output_dir/own-start), side by side (rlreason.lanes) unless side_by_side is false.
     overrides: recipe items per run name (sft, grpo, ppo, star, score_sft, score, tools_sft, tools_baseline,
     tools; worked, direct: finding 1), for short runs in tests. stages_from: an existing `rlreason demo
     --algorithms ...` output folder to read the stages' results from instead of running them (it must hold
     report.json)."""
     from rlreason.demo import FROM_BASE, OWN_BASE
-    from rlreason.findings.lanes import run_side_by_side
+    from rlreason.lanes import run_side_by_side
 
     out = Path(output_dir)
     started = time.time()

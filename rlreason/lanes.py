@@ -1,4 +1,4 @@
-"""Two independent parts of the full demo run side by side, each on its share of the CPU threads.
+"""Two independent parts of a demo run side by side, each on its share of the CPU threads.
 
 The demo's models are so small that a second BLAS thread speeds a step up by about a quarter, while two
 one-thread processes run at full speed each: on 2 cores, two lanes of one thread finish both in about 0.6 of
@@ -58,6 +58,16 @@ def run_side_by_side(here: Callable[[], dict], there: Callable[[], dict], log: P
     if child.exitcode != 0 or not result_path.is_file():
         raise RuntimeError(f"the full demo's other lane failed (exit code {child.exitcode}); its output: {log}")
     return mine, json.loads(result_path.read_text())
+
+
+def side_by_side_or_in_turn(here: Callable[[], dict], there: Callable[[], dict], log: Path) -> tuple[dict, dict]:
+    """run_side_by_side when this process has two threads or more to share out, else here() then there() in this
+    process (inside a lane that already has one thread: no third process on two cores)."""
+    import torch
+
+    if torch.get_num_threads() < 2:
+        return here(), there()
+    return run_side_by_side(here, there, log)
 
 
 def _lane(fn: Callable[[], dict], threads: int, log: str, result_path: str) -> None:
