@@ -82,7 +82,8 @@ def demo(argv: list[str]) -> None:
     parser.add_argument("--algorithms", default=None,
                         help="comma-separated stages (default: grpo); SFT runs first when one of them starts from it")
     parser.add_argument("--output_dir", "--output-dir", default=None, help="default runs/demo (runs/demo-full with --full)")
-    parser.add_argument("--full", action="store_true", help="the full findings report (every stage, two lanes side by side)")
+    parser.add_argument("--full", action="store_true",
+                        help="the full findings report (every stage, two lanes side by side)")
     parser.add_argument("--seed", type=int, default=0)
     ns = parser.parse_args(argv)
     try:

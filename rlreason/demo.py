@@ -43,7 +43,8 @@ def run_demo(algorithms: str | None = None, output_dir: str | None = None, seed:
     """Run the demo stages and write report.json, report.md and accuracy.png under output_dir.
 
     The untrained model (`base`) is built and evaluated, and the SFT stage run, only when a chosen stage starts
-    from them: `--algorithms star,tools` trains no SFT model. overrides: extra recipe items (key=value) per stage name, e.g. {"sft": ["max_steps=5"]} for short test runs."""
+    from them: `--algorithms star,tools` trains no SFT model.
+    overrides: extra recipe items (key=value) per stage name, e.g. {"sft": ["max_steps=5"]} for short test runs."""
     out = Path(output_dir or "runs/demo")
     names = _choose(algorithms)
     started = time.time()

@@ -84,4 +84,5 @@ def test_baseline_and_cold_start_side_by_side_match_the_runs_in_turn(tmp_path):
     for run, name in (("baseline", "baseline"), ("cold", "start")):
         with_lanes = json.loads((tmp_path / "side" / name / "eval.json").read_text())
         assert with_lanes["correct"] == alone[run]["eval"]["correct"]
-        assert [s["completion"] for s in with_lanes["samples"]] == [s["completion"] for s in alone[run]["eval"]["samples"]]
+        completions = [s["completion"] for s in alone[run]["eval"]["samples"]]
+        assert [s["completion"] for s in with_lanes["samples"]] == completions
