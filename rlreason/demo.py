@@ -10,8 +10,12 @@ from rlreason.config import RecipeError, dump_json, load_recipe
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "demo"
 FROM_BASE = {"star"}  # stages that make their own weak start from the untrained base model (stage.json: start_accuracy)
-OWN_SFT = {"score": "score_sft"}  # stages that start from a further SFT recipe run on the SFT model first
+# stages that start from a further SFT recipe run on the SFT model first (once per demo run when several share it)
+OWN_SFT = {"score": "score_sft", "score_baselines": "score_sft"}
 OWN_BASE = ("tools",)  # stages with their own task and tiny base model (rlreason/demo_tools.py)
+RECIPELESS = ("score_baselines",)  # stages made of other stages' recipes (rlreason/demo_score.py)
+# stages evaluated on problems of their own (SCoRe's: a harder level, more problems), not on the SFT stage's
+OWN_PROBLEMS = OWN_BASE + ("score", "score_baselines")
 
 
 def recipe_path(name: str) -> Path:
@@ -25,7 +29,7 @@ def available_algorithms() -> list[str]:
     """Stages that can follow SFT: every algorithm with a demo recipe."""
     from rlreason.algorithms import ALGORITHMS
 
-    return [a for a in ALGORITHMS if a != "sft" and (RECIPES / f"{a}.yaml").is_file()] + list(OWN_BASE)
+    return [a for a in ALGORITHMS if a != "sft" and (RECIPES / f"{a}.yaml").is_file()] + list(OWN_BASE + RECIPELESS)
 
 
 def _stage_from_run(name: str, output_dir: str, seconds: float) -> dict:
@@ -63,11 +67,13 @@ def run_demo(algorithms: str | None = None, output_dir: str | None = None, seed:
         stages.append(_stage_from_run("sft", sft_path, time.time() - t))
         _report(out, stages, started)
 
+    starts: dict[str, str] = {}  # OWN_SFT runs done in this demo run
     for name in names:
         if name in OWN_BASE:
             stages.append(_own_base_stage(out, name, seed, extra))
         else:
-            stages.append(_stage(out, name, base_path if name in FROM_BASE else sft_path, common, extra))
+            stages.append(_stage(out, name, base_path if name in FROM_BASE else sft_path, common, extra, starts,
+                                 done=[s["name"] for s in stages]))
         _report(out, stages, started)
     return {"stages": stages}
 
@@ -88,19 +94,28 @@ def _base_stage(out: Path, common: list[str], extra: dict, stages: list[dict]):
     return base_path, sft
 
 
-def _stage(out: Path, name: str, start: str, common: list[str], extra: dict) -> dict:
+def _stage(out: Path, name: str, start: str, common: list[str], extra: dict, starts: dict[str, str],
+           done: list[str]) -> dict:
     """One stage that starts from `start` (the SFT model or the untrained one), after its own further SFT run
-    where OWN_SFT names one."""
+    where OWN_SFT names one (trained once and kept in `starts`); `done`: the stages already run."""
     from rlreason.algorithms import ALGORITHMS
 
     if name in OWN_SFT:
-        own = load_recipe(recipe_path(OWN_SFT[name]), common + [f"output_dir={out / OWN_SFT[name]}",
-                                                              f"model_name_or_path={start}"]
-                          + extra.get(OWN_SFT[name], []))
-        start = ALGORITHMS["sft"][1](own)
+        own_name = OWN_SFT[name]
+        if own_name not in starts:
+            own = load_recipe(recipe_path(own_name), common + [f"output_dir={out / own_name}",
+                                                              f"model_name_or_path={start}"] + extra.get(own_name, []))
+            starts[own_name] = ALGORITHMS["sft"][1](own)
+        start = starts[own_name]
+    t = time.time()
+    if name == "score_baselines":
+        from rlreason.demo_score import run_score_baselines
+
+        stage = run_score_baselines(recipe_path, out / name, start, common, extra,
+                                    score_dir=out / "score" if "score" in done else None)
+        return {"name": name, "accuracy": None, "seconds": round(time.time() - t, 1), **stage}
     recipe = load_recipe(recipe_path(name), common + [f"output_dir={out / name}", f"model_name_or_path={start}"]
                          + extra.get(name, []))
-    t = time.time()
     path = ALGORITHMS[name][1](recipe)
     return _stage_from_run(name, path, time.time() - t)
 
@@ -128,11 +143,17 @@ def _report(out: Path, stages: list[dict], started: float) -> None:
     """report.json, report.md and a bar chart, rewritten after every stage so a crash keeps what was done."""
     dump_json({"stages": stages, "seconds": round(time.time() - started, 1)}, out / "report.json")
     base = next((s["accuracy"] for s in stages if s["name"] == "base"), None)
-    lines = ["# rlreason demo", "", "Greedy accuracy on the same held-out synthetic problems after each stage.", "",
+    own = [s["name"] for s in stages if s["name"] in OWN_PROBLEMS]
+    lines = ["# rlreason demo", "", "Greedy accuracy on the same held-out synthetic problems after each stage"
+             + (f" ({', '.join(own)}: on problems of their own, so no 'vs. base')." if own else "."), "",
              "| stage | accuracy | vs. base | seconds |", "|---|---|---|---|"]
     for s in stages:
-        versus = "" if base is None or s["name"] in OWN_BASE else f"{s['accuracy'] - base:+.3f}"
+        if s.get("accuracy") is None:  # score_baselines: two-attempt results only (the table below)
+            lines.append(f"| {s['name']} | - | | {s.get('seconds', '')} |")
+            continue
+        versus = "" if base is None or s["name"] in OWN_PROBLEMS else f"{s['accuracy'] - base:+.3f}"
         lines.append(f"| {s['name']} | {s['accuracy']:.3f} | {versus} | {s.get('seconds', '')} |")
+    lines += two_attempt_table(stages)
     for s in stages:
         if s["name"] == "tools":
             lines += ["", f"tools (on its own problems): with the tool after GRPO "
@@ -145,12 +166,39 @@ def _report(out: Path, stages: list[dict], started: float) -> None:
     print("\n".join(lines))
 
 
+def two_attempt_table(stages: list[dict]) -> list[str]:
+    """report.md's self-correction table: each two-attempt result of the score and score_baselines stages, with
+    standard errors, and SCoRe's delta against each baseline's (paired over the same problems)."""
+    found = []
+    for s in stages:
+        if s["name"] == "score":
+            found += [(label, s[key]) for key, label in (("before", "start (two-turn SFT)"), ("after", "SCoRe"))
+                      if key in s]
+        elif s["name"] == "score_baselines":
+            found += [(name, s[name]) for name in ("sft_corrections", "naive_multi_turn") if name in s]
+    if not found:
+        return []
+    lines = ["", "Self-correction (greedy attempt 1, the instruction, greedy attempt 2; +- one standard error):", "",
+             "| model | attempt 1 | attempt 2 | delta(t1,t2) | i->c | c->i | changed answer | n |",
+             "|---|---|---|---|---|---|---|---|"]
+    for label, r in found:
+        cells = [f"{r[k]:+.3f} +- {r[k + '_se']:.3f}" if k == "delta_t1_t2" else f"{r[k]:.3f} +- {r[k + '_se']:.3f}"
+                 for k in ("delta_t1_t2", "delta_i_to_c", "delta_c_to_i", "changed_answer_rate")]
+        lines.append(f"| {label} | {r['accuracy_t1']:.3f} | {r['accuracy_t2']:.3f} | {' | '.join(cells)} | {r['n']} |")
+    for s in stages:
+        for name, c in (s.get("versus_score") or {}).items():
+            lines.append(f"\nSCoRe's delta minus {name}'s: {c['difference']:+.3f} +- {c['se']:.3f} (paired, "
+                         f"{c['n']} problems)")
+    return lines
+
+
 def _plot(path: Path, stages: list[dict]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    stages = [s for s in stages if s.get("accuracy") is not None]
     fig, ax = plt.subplots(figsize=(5, 3))
     ax.bar([s["name"] for s in stages], [s["accuracy"] for s in stages], color="tab:blue")
     ax.set_ylim(0, 1)

@@ -50,6 +50,9 @@ class RLConfig(GRPOConfig):
     alpha: float = field(default=10.0, metadata={"help": "SCoRe stage II: bonus alpha * (r(y2) - r(y1))"})
     correction_instruction: str | None = field(default=None, metadata={
         "help": "SCoRe: the turn between the attempts (default: rlreason.rollout.SELF_CORRECTION_INSTRUCTION)"})
+    evaluate_start: bool = field(default=True, metadata={
+        "help": "SCoRe: also evaluate the two attempts of the start model (stage.json's before); off when another "
+                "run from the same start already did"})
 
     # tools (rlreason/tools.py, rlreason/tool_rollout.py): multi-turn rollouts in which the model's code runs in the
     # code reward's sandbox and its output comes back as observation tokens, masked out of the loss

@@ -224,9 +224,7 @@ class OnlineRLTrainer(Trainer):
     # ----------------------------------------------------------------------------------- loss
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         args = self.args
-        C = inputs["completion_ids"].size(1)
-        logps, entropy = completion_logprobs(model, inputs["input_ids"], inputs["attention_mask"], C,
-                                             temperature=args.temperature, return_entropy=True)
+        logps, entropy = self.policy_logprobs(model, inputs)
         mask = inputs["completion_mask"]
         old = inputs["old_logps"] if inputs["old_logps"] is not None else logps.detach()
         loss, stats = self.policy_loss(
@@ -244,6 +242,12 @@ class OnlineRLTrainer(Trainer):
         for key, value in stats.items():
             self._metrics[key].append(float(value))
         return loss
+
+    def policy_logprobs(self, model, inputs):
+        """(log-probs with gradients, entropies) of the micro-batch's completion tokens under `model`."""
+        return completion_logprobs(model, inputs["input_ids"], inputs["attention_mask"],
+                                   inputs["completion_ids"].size(1), temperature=self.args.temperature,
+                                   return_entropy=True)
 
     def kl_weights(self, inputs):
         """KL weight per token; a float for GRPO, a (B, C) tensor where attempts differ (SCoRe)."""

@@ -89,6 +89,8 @@ def test_score_two_attempts():
     mean = sum(diffs) / 5
     sd = (sum((d - mean) ** 2 for d in diffs) / 4) ** 0.5
     assert m["delta_t1_t2_se"] == pytest.approx(sd / 5 ** 0.5)  # paired: std(r2 - r1, ddof=1) / sqrt(n)
+    assert m["delta_i_to_c_se"] == pytest.approx((0.4 * 0.6 / 5) ** 0.5)  # a share's binomial standard error
+    assert m["delta_c_to_i_se"] == pytest.approx((0.2 * 0.8 / 5) ** 0.5)
     assert m["n"] == 5
     assert score_two_attempts([True] * 4, [True] * 4)["delta_t1_t2_se"] == 0.0  # nothing changed: no noise
     with pytest.raises(ValueError, match="second attempts"):
@@ -126,6 +128,7 @@ def test_attempt_changes_counts_changed_final_answers_and_edits():
     m = attempt_changes(answers_1, answers_2, texts_1, texts_2, same_number)
     # changed: 7 -> 8, and 3 -> no answer; 0.5 == 0.5000 by `equal`, two missing answers are not a change
     assert m["changed_answer_rate"] == pytest.approx(2 / 5)
+    assert m["changed_answer_rate_se"] == pytest.approx((0.4 * 0.6 / 5) ** 0.5)
     expected = sum(slow_levenshtein(a, b) for a, b in zip(texts_1, texts_2)) / 5
     assert m["edit_distance"] == pytest.approx(expected) and expected > 0
     with pytest.raises(ValueError, match="one of each"):

@@ -56,10 +56,8 @@ def rollout(trainer, r1, r2, seed=0):
 
 def logp_grads(trainer, batch, monkeypatch):
     """d loss / d (per-token log-probs) of trainer.compute_loss on the batch, (rows, C)."""
-    import rlreason.trainer as trainer_module
-
     seen = []
-    original = trainer_module.completion_logprobs
+    original = trainer.policy_logprobs
 
     def keep(*args, **kwargs):
         logps, entropy = original(*args, **kwargs)
@@ -67,10 +65,10 @@ def logp_grads(trainer, batch, monkeypatch):
         seen.append(logps)
         return logps, entropy
 
-    monkeypatch.setattr(trainer_module, "completion_logprobs", keep)
+    monkeypatch.setattr(trainer, "policy_logprobs", keep)
     trainer.model.zero_grad()
     trainer.compute_loss(trainer.model, batch, num_items_in_batch=batch["completion_mask"].sum()).backward()
-    monkeypatch.setattr(trainer_module, "completion_logprobs", original)
+    monkeypatch.setattr(trainer, "policy_logprobs", original)
     return seen[-1].grad * batch["completion_mask"]
 
 
@@ -208,3 +206,42 @@ def test_training_log_probs_of_both_turns_are_the_samplers(tiny_model_dir, tmp_p
             trained = batch[key][rows, :width]
             torch.testing.assert_close(trained[mask[rows, :width]], sampled[mask[rows, :width]],
                                        rtol=0, atol=2e-4)
+
+
+def test_the_loss_forward_per_attempt_equals_the_joined_forward(trainer):
+    """policy_logprobs runs one forward per attempt without the joined batch's extra left padding; the log-probs and
+    entropies are those of the one forward over the joined rows, and gradients reach both attempts."""
+    from rlreason.rollout import completion_logprobs
+
+    batch = rollout(trainer, r1=[0.0, 1.0, 0.0, 1.0], r2=[1.0, 0.0, 0.0, 1.0])
+    assert batch["attempt"].tolist() == [0, 1] * 4
+    pad = batch["attention_mask"][batch["attempt"] == 0].any(0).logical_not().sum()
+    assert pad > 0  # attempt 1's rows share leading padding columns: what the split forward skips
+    split, split_entropy = trainer.policy_logprobs(trainer.model, batch)
+    joined, joined_entropy = completion_logprobs(trainer.model, batch["input_ids"], batch["attention_mask"],
+                                                 batch["completion_ids"].size(1), temperature=trainer.args.temperature)
+    mask = batch["completion_mask"].bool()
+    torch.testing.assert_close(split[mask], joined[mask], rtol=0, atol=1e-5)
+    torch.testing.assert_close(split_entropy[mask], joined_entropy[mask], rtol=0, atol=1e-5)
+    (split * batch["completion_mask"]).sum().backward()
+    assert all(p.grad is not None for p in trainer.model.parameters() if p.requires_grad)
+
+
+def test_a_model_wrapped_for_several_processes_gets_one_joined_forward(trainer, monkeypatch):
+    """DDP and DeepSpeed hook one forward per backward, so a wrapped model keeps the single joined pass."""
+    import rlreason.models.parallel as parallel
+    from rlreason.algorithms.score import by_attempt_logprobs
+
+    batch = rollout(trainer, r1=[0.0, 1.0, 0.0, 1.0], r2=[1.0, 0.0, 0.0, 1.0])
+    widths = []
+    hook = trainer.model.register_forward_pre_hook(lambda module, args, kwargs: widths.append(
+        kwargs["input_ids"].shape), with_kwargs=True)
+    try:
+        by_attempt_logprobs(trainer.model, batch, 0.7)
+        assert len(widths) == 2 and widths[0][1] < widths[1][1]  # alone: one narrower pass per attempt
+        widths.clear()
+        monkeypatch.setattr(parallel, "is_wrapped", lambda model: True)
+        by_attempt_logprobs(trainer.model, batch, 0.7)
+        assert widths == [batch["input_ids"].shape]  # wrapped: the joined batch, once
+    finally:
+        hook.remove()

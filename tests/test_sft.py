@@ -178,3 +178,71 @@ def test_mask_tool_observations_takes_the_loss_off_the_tool_output_only(tmp_path
             assert trained == f"{call}#### {row['answer']}{tok.eos_token}", trained
         else:
             assert after["labels"] == before["labels"]
+
+
+def test_own_corrections_keep_only_correct_second_attempts_as_targets():
+    """correction_targets: sampled (SCoRe's sft_corrections baseline): a two-turn row's target becomes the model's own
+    second attempt, and the row is kept only where that attempt is correct; one-turn rows stay as they were."""
+    from datasets import Dataset
+
+    from rlreason.algorithms.sft import with_own_corrections
+
+    def row(i, first=None):
+        prompt = [{"role": "user", "content": f"What is {i}+1?"}]
+        if first is not None:
+            prompt += [{"role": "assistant", "content": first}, {"role": "user", "content": "Check it."}]
+        return {"prompt": prompt, "completion": [{"role": "assistant", "content": f"#### {i + 1}"}], "answer": str(i + 1)}
+
+    # rows 0-3 two-turn: first attempts wrong, right, wrong, right; row 4 one-turn
+    rows = Dataset.from_list([row(0, "#### 7"), row(1, "#### 2"), row(2, "#### 9"), row(3, "#### 4"), row(4)])
+    seen = []
+
+    def corrections(prompts, firsts):  # fixes row 0, keeps row 1, fails row 2, breaks row 3
+        seen.append((prompts, firsts))
+        return ["#### 1", "#### 2", "#### 5", "#### 8"]
+
+    def reward(prompts, completions, answer, **_):
+        return [float(c.split()[-1] == a) for c, a in zip(completions, answer)]
+
+    out, counts = with_own_corrections(rows, corrections, reward)
+    assert seen[0][0] == [[{"role": "user", "content": f"What is {i}+1?"}] for i in range(4)]  # the original prompts
+    assert seen[0][1] == ["#### 7", "#### 2", "#### 9", "#### 4"]
+    assert counts == {"two_turn": 4, "kept": 2, "kept_fixes": 1, "kept_copies": 1}
+    out = list(out)
+    assert [r["completion"][0]["content"] for r in out] == ["#### 1", "#### 2", "#### 5"]  # rows 0, 1 and 4
+    assert [len(r["prompt"]) for r in out] == [3, 3, 1] and "answer" not in out[0]
+
+
+def test_own_correction_targets_need_sampled_first_attempts(tiny_model_dir, tmp_path):
+    from rlreason.config import RecipeError
+
+    with pytest.raises((RecipeError, ValueError), match="correction_targets: sampled needs correction_attempts: sampled"):
+        sft_recipe(tiny_model_dir, tmp_path / "a", correction_fraction=1.0, correction_targets="sampled")
+    with pytest.raises((RecipeError, ValueError), match="correction_targets must be one of solution, sampled"):
+        sft_recipe(tiny_model_dir, tmp_path / "b", correction_fraction=1.0, correction_targets="gold")
+
+
+def test_own_corrections_through_the_recipe_sample_both_turns_and_say_when_none_is_kept(tiny_model_dir, tmp_path):
+    """The recipe path samples the start model's first and second attempts; an untrained model gets none right, so
+    no two-turn row survives the filter, and the run says so in one line instead of training on nothing."""
+    import rlreason.algorithms.sft as sft
+
+    calls = []
+    original = sft.with_own_corrections
+
+    def recording(rows, sample_corrections, reward):
+        def sample(prompts, firsts):
+            seconds = sample_corrections(prompts, firsts)
+            calls.append((len(prompts), len(firsts), len(seconds)))
+            return seconds
+        return original(rows, sample, reward)
+
+    sft.with_own_corrections = recording
+    try:
+        with pytest.raises(ValueError, match="correction_targets: sampled kept no two-turn row"):
+            train(sft_recipe(tiny_model_dir, tmp_path / "run", max_steps=2, correction_fraction=1.0,
+                             correction_attempts="sampled", correction_targets="sampled",
+                             correction_max_completion_length=8, max_train_samples=12))
+    finally:
+        sft.with_own_corrections = original
+    assert calls == [(12, 12, 12)]  # every row two-turn, one sampled correction each

@@ -46,22 +46,60 @@ def stage_kl_weights(stage: int, beta_first: float, beta: float) -> tuple[float,
 
 
 def _join(first: dict, second: dict, pad_id: int) -> dict:
-    """Stack two [left-padded prompt | right-padded completion] batches into one of shared widths."""
+    """Stack two [left-padded prompt | right-padded completion] batches into one of shared widths; `attempt` says
+    which rows are attempt 1 (0) and attempt 2 (1), and per-token tensors (log-probs) are padded like completions."""
     P = max(first["prompt_ids"].size(1), second["prompt_ids"].size(1))
     C = max(first["completion_ids"].size(1), second["completion_ids"].size(1))
 
     def widen(part):
         p = P - part["prompt_ids"].size(1)
         c = C - part["completion_ids"].size(1)
+        tokens = {key: (None if part.get(key) is None else F.pad(part[key], (0, c)))
+                  for key in ("old_logps", "ref_logps")}
         return (F.pad(part["prompt_ids"], (p, 0), value=pad_id), F.pad(part["prompt_mask"], (p, 0)),
-                F.pad(part["completion_ids"], (0, c), value=pad_id), F.pad(part["completion_mask"], (0, c)))
+                F.pad(part["completion_ids"], (0, c), value=pad_id), F.pad(part["completion_mask"], (0, c)), tokens)
 
-    pi1, pm1, ci1, cm1 = widen(first)
-    pi2, pm2, ci2, cm2 = widen(second)
+    pi1, pm1, ci1, cm1, t1 = widen(first)
+    pi2, pm2, ci2, cm2, t2 = widen(second)
     ids = torch.cat([torch.cat([pi1, ci1], 1), torch.cat([pi2, ci2], 1)])
     mask = torch.cat([torch.cat([pm1, cm1], 1), torch.cat([pm2, cm2], 1)])
-    return {"input_ids": ids, "attention_mask": mask, "completion_ids": torch.cat([ci1, ci2]),
-            "completion_mask": torch.cat([cm1, cm2])}
+    joined = {"input_ids": ids, "attention_mask": mask, "completion_ids": torch.cat([ci1, ci2]),
+              "completion_mask": torch.cat([cm1, cm2]),
+              "attempt": torch.cat([torch.zeros(len(ci1), dtype=torch.long), torch.ones(len(ci2), dtype=torch.long)])}
+    for key in ("old_logps", "ref_logps"):
+        joined[key] = None if t1[key] is None else torch.cat([t1[key], t2[key]])
+    return joined
+
+
+def by_attempt_logprobs(model, inputs: dict, temperature: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """completion_logprobs of a joined two-attempt batch, one forward per attempt, each without the left-padding
+    columns all its rows share: attempt 1's rows carry attempt 2's longer prompt width only because the batch is
+    joined, and with rotary positions (Llama, Qwen) a shift of every position changes no log-prob.
+
+    A model wrapped for several processes (DDP, DeepSpeed) gets the one joined forward: their gradient hooks expect
+    one forward per backward."""
+    from rlreason.models.parallel import is_wrapped
+    from rlreason.rollout import completion_logprobs
+
+    C = inputs["completion_ids"].size(1)
+    if is_wrapped(model):
+        return completion_logprobs(model, inputs["input_ids"], inputs["attention_mask"], C, temperature=temperature,
+                                   return_entropy=True)
+    order, logps, entropies = [], [], []
+    for attempt in (0, 1):
+        rows = (inputs["attempt"] == attempt).nonzero(as_tuple=True)[0]
+        if not len(rows):
+            continue
+        mask = inputs["attention_mask"][rows]
+        used = mask.any(0).nonzero()
+        start = min(int(used[0]) if len(used) else 0, mask.size(1) - C - 1)
+        lp, ent = completion_logprobs(model, inputs["input_ids"][rows, start:], mask[:, start:], C,
+                                      temperature=temperature, return_entropy=True)
+        order.append(rows)
+        logps.append(lp)
+        entropies.append(ent)
+    back = torch.argsort(torch.cat(order))
+    return torch.cat(logps)[back], None if entropies[0] is None else torch.cat(entropies)[back]
 
 
 class ScoreTrainer(OnlineRLTrainer):
@@ -87,13 +125,17 @@ class ScoreTrainer(OnlineRLTrainer):
         seconds = time.perf_counter() - start
         parts = []
         for ro in (first, second):
-            p_ids, p_mask = ro.expanded_prompts()
-            completion_mask = ro.completion_mask
+            p_ids, p_mask = (t.to(device) for t in ro.expanded_prompts())
+            completion_ids, completion_mask = ro.completion_ids.to(device), ro.completion_mask.to(device)
             if args.mask_truncated_completions:  # an attempt that hit the length limit leaves the loss, as in GRPO
-                completion_mask = completion_mask * (~ro.truncated).unsqueeze(1).to(completion_mask.dtype)
-            parts.append({"prompt_ids": p_ids, "prompt_mask": p_mask, "completion_ids": ro.completion_ids,
-                          "completion_mask": completion_mask})
-        batch = {key: value.to(device) for key, value in _join(*parts, self.processing_class.pad_token_id).items()}
+                completion_mask = completion_mask * (~ro.truncated.to(device)).unsqueeze(1).to(completion_mask.dtype)
+            part = {"prompt_ids": p_ids, "prompt_mask": p_mask, "completion_ids": completion_ids,
+                    "completion_mask": completion_mask, "input_ids": torch.cat([p_ids, completion_ids], 1),
+                    "attention_mask": torch.cat([p_mask, completion_mask], 1)}
+            part["old_logps"], part["ref_logps"] = self.reference_logps(part)  # each attempt at its own width
+            parts.append(part)
+        batch = {key: (None if value is None else value.to(device))
+                 for key, value in _join(*parts, self.processing_class.pad_token_id).items()}
 
         expanded = [r for r in rows for _ in range(k)]
         s1, s2 = self.scorer(expanded, first.texts), self.scorer(expanded, second.texts)
@@ -105,7 +147,6 @@ class ScoreTrainer(OnlineRLTrainer):
         n = len(expanded)
         batch["advantages"] = torch.cat([a1, a2])
         batch["kl_weight"] = torch.cat([torch.full((n,), w1), torch.full((n,), w2)]).to(device)
-        batch["old_logps"], batch["ref_logps"] = self.reference_logps(batch)
         self._log_attempts(expanded, s1, s2, r1, r2, first, second, stats2, seconds)
         # interleave so every micro-batch holds both attempts of the same samples
         order = torch.arange(2 * n, device=device).view(2, n).t().reshape(-1)
@@ -125,6 +166,9 @@ class ScoreTrainer(OnlineRLTrainer):
 
     def kl_weights(self, inputs):
         return inputs["kl_weight"]
+
+    def policy_logprobs(self, model, inputs):
+        return by_attempt_logprobs(model, inputs, self.args.temperature)
 
     def _log_attempts(self, rows, s1, s2, r1, r2, first, second, stats2, seconds):
         """score/* (two_attempt_metrics of this rollout: one attempt 1 and its attempt 2 per sample) and the
@@ -169,15 +213,23 @@ def train(recipe) -> str:
                            callbacks=[MetricsJsonlCallback(targs.output_dir)],
                            eval_dataset=test_rows if targs.eval_strategy != "no" else None,  # greedy attempt-1 accuracy
                            eval_max_completion_length=args.eval_max_completion_length)
-    before = trainer.evaluate_attempts(test_rows, **two) if args.eval_after_train else None
+    evaluate = args.eval_after_train
+    before = trainer.evaluate_attempts(test_rows, **two) if evaluate and targs.evaluate_start else None
     run_training(trainer, targs)
     trainer.save_model(targs.output_dir)
-    after = trainer.evaluate_attempts(test_rows, **two) if args.eval_after_train else None
+    after = trainer.evaluate_attempts(test_rows, **two) if evaluate else None
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(targs.output_dir)
-        if before is not None:
-            from rlreason.evaluation.two_attempts import TWO_ATTEMPT_KEYS as keys
-
-            dump_json({"before": {k: before[k] for k in keys}, "after": {k: after[k] for k in keys}},
-                      Path(targs.output_dir) / "stage.json")
+        if after is not None:
+            write_two_attempts(Path(targs.output_dir), {"before": before, "after": after})
     return finish_run(recipe, trainer, Path(targs.output_dir))
+
+
+def write_two_attempts(out: Path, results: dict) -> None:
+    """stage.json: the two-attempt metrics (TWO_ATTEMPT_KEYS) of each result given (before / after / ...);
+    two_attempts.json: their per-problem correctness, for paired comparisons with other runs."""
+    from rlreason.evaluation.two_attempts import TWO_ATTEMPT_KEYS as keys
+
+    results = {name: r for name, r in results.items() if r is not None}
+    dump_json({name: {k: r[k] for k in keys} for name, r in results.items()}, out / "stage.json")
+    dump_json({name: r["per_problem"] for name, r in results.items()}, out / "two_attempts.json")

@@ -4,7 +4,9 @@
 correction instruction -> the worked solution), so the model knows the turn SCoRe trains. The first attempt is
 `correction_attempts: corrupted` the solution itself or, half the time, a copy with one digit changed (teaches the
 format, not to spot errors), or `sampled` the start model's own attempt at `correction_temperature` (its real
-mistakes, right or wrong as they come: the self-correction warm start).
+mistakes, right or wrong as they come: the self-correction warm start). The second turn's target is the worked
+solution, or with `correction_targets: sampled` the start model's own sampled second attempt, kept only where the
+recipe's first reward calls it correct (STaR's filter applied to corrections: SCoRe's `sft_corrections` baseline).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from rlreason.algorithms.common import (
 
 
 CORRECTION_ATTEMPTS = ("corrupted", "sampled")
+CORRECTION_TARGETS = ("solution", "sampled")
 
 
 @dataclass
@@ -42,6 +45,9 @@ class SFTArgs(SFTConfig):
     correction_attempts: str = field(default="corrupted", metadata={
         "help": "first attempts of the two-turn rows: 'corrupted' (the solution, half the time with one digit "
                 "changed) or 'sampled' (the start model's own samples)"})
+    correction_targets: str = field(default="solution", metadata={
+        "help": "targets of the two-turn rows: 'solution' (the worked solution) or 'sampled' (the start model's own "
+                "second attempt, rows kept only where it is correct; needs correction_attempts: sampled)"})
     correction_temperature: float = field(default=1.0, metadata={"help": "sampling temperature of 'sampled' attempts"})
     correction_max_completion_length: int = field(default=256, metadata={
         "help": "token limit of a 'sampled' first attempt"})
@@ -56,6 +62,12 @@ class SFTArgs(SFTConfig):
         if self.correction_attempts not in CORRECTION_ATTEMPTS:
             raise ValueError(f"correction_attempts must be one of {', '.join(CORRECTION_ATTEMPTS)}, "
                              f"got {self.correction_attempts!r}")
+        if self.correction_targets not in CORRECTION_TARGETS:
+            raise ValueError(f"correction_targets must be one of {', '.join(CORRECTION_TARGETS)}, "
+                             f"got {self.correction_targets!r}")
+        if self.correction_targets == "sampled" and self.correction_attempts != "sampled":
+            raise ValueError("correction_targets: sampled needs correction_attempts: sampled (the model's own first "
+                             "attempts with its own corrections)")
         super().__post_init__()
 
 
@@ -97,32 +109,70 @@ def with_correction_turns(rows: Dataset, fraction: float, instruction: str, seed
 
 
 def attempt_sampler(model, tokenizer, temperature: float, max_completion_length: int, seed: int,
-                    batch_size: int = 128) -> Callable[[list], list[str]]:
+                    batch_size: int = 128, instruction: str | None = None) -> Callable[..., list[str]]:
     """prompts -> one sampled completion each from `model` (seeded, in batches): the 'sampled' first attempts,
-    split across the processes of a run and gathered (rlreason.ranks), so each prompt is sampled once."""
-    from rlreason.ranks import is_main, map_across_ranks
-    from rlreason.rollout import generate
+    split across the processes of a run and gathered (rlreason.ranks), so each prompt is sampled once.
 
-    def share_of(prompts: list) -> list[str]:
+    With `instruction`, (prompts, first attempts) -> one sampled second attempt each after the instruction (the
+    model's own corrections)."""
+    from rlreason.ranks import is_main, map_across_ranks
+    from rlreason.rollout import generate, generate_second_attempt
+
+    def share_of(items: list) -> list[str]:
         texts: list[str] = []
-        for start in tqdm(range(0, len(prompts), batch_size), desc="first attempts", unit="batch",
-                          disable=not is_main()):
-            texts += generate(model, tokenizer, prompts[start:start + batch_size],
-                              max_completion_length=max_completion_length, temperature=temperature).texts
+        for start in tqdm(range(0, len(items), batch_size), desc="second attempts" if instruction else "first attempts",
+                          unit="batch", disable=not is_main()):
+            chunk = items[start:start + batch_size]
+            kwargs = dict(max_completion_length=max_completion_length, temperature=temperature)
+            if instruction is None:
+                texts += generate(model, tokenizer, chunk, **kwargs).texts
+            else:
+                texts += generate_second_attempt(model, tokenizer, [p for p, _ in chunk], [f for _, f in chunk],
+                                                 instruction=instruction, **kwargs).texts
         return texts
 
-    def sample(prompts: list) -> list[str]:
+    def sample(prompts: list, firsts: list[str] | None = None) -> list[str]:
         torch.manual_seed(seed)
-        return map_across_ranks(share_of, prompts)
+        return map_across_ranks(share_of, prompts if firsts is None else list(zip(prompts, firsts)))
 
     return sample
 
 
-def to_prompt_completion(rows: Dataset) -> Dataset:
-    """Task rows -> TRL's conversational prompt/completion rows (the completion is the worked solution)."""
+def with_own_corrections(rows: Dataset, sample_corrections: Callable[[list, list], list[str]],
+                         reward: Callable) -> tuple[Dataset, dict]:
+    """The two-turn rows' targets replaced by the model's own second attempt (`sample_corrections(prompts, first
+    attempts)`), keeping a two-turn row only where `reward` scores that attempt correct; one-turn rows unchanged.
+
+    Returns the rows (without their `answer` column) and counts: two_turn, kept, and kept_fixes (attempt 1 wrong,
+    attempt 2 right: the corrections proper) and kept_copies (both right)."""
+    from rlreason.evaluation.evaluate import is_correct, score
+
+    rows = list(rows)
+    two = [i for i, r in enumerate(rows) if len(r["prompt"]) >= 3 and r["prompt"][-2]["role"] == "assistant"]
+    originals = [rows[i]["prompt"][:-2] for i in two]
+    firsts = [rows[i]["prompt"][-2]["content"] for i in two]
+    seconds = sample_corrections(originals, firsts) if two else []
+    right_1 = score([rows[i] for i in two], firsts, reward)
+    right_2 = score([rows[i] for i in two], seconds, reward)
+    drop, fixes = set(), 0
+    for j, i in enumerate(two):
+        if is_correct(right_2[j]):
+            rows[i] = {**rows[i], "completion": [{"role": "assistant", "content": seconds[j]}]}
+            fixes += not is_correct(right_1[j])
+        else:
+            drop.add(i)
+    kept = [{k: v for k, v in r.items() if k != "answer"} for i, r in enumerate(rows) if i not in drop]
+    counts = {"two_turn": len(two), "kept": len(two) - len(drop), "kept_fixes": fixes,
+              "kept_copies": len(two) - len(drop) - fixes}
+    return Dataset.from_list(kept), counts
+
+
+def to_prompt_completion(rows: Dataset, keep_answers: bool = False) -> Dataset:
+    """Task rows -> TRL's conversational prompt/completion rows (the completion is the worked solution); with
+    keep_answers the `answer` column stays too (for scoring sampled corrections)."""
     if "solution" not in rows.column_names:
         raise ValueError("the sft recipe needs a task whose rows have a `solution` column (worked solutions)")
-    keep = {"prompt", "solution"}
+    keep = {"prompt", "solution"} | ({"answer"} if keep_answers and "answer" in rows.column_names else set())
     rows = rows.filter(lambda r: bool(r["solution"]))
     return rows.map(
         lambda r: {"completion": [{"role": "assistant", "content": r["solution"]}]},
@@ -159,7 +209,9 @@ def train(recipe) -> str:
     start_run(recipe)
     model_path = prepare_model_path(args, targs.output_dir)
     model, tokenizer = load_policy_for_training(args, targs, model_path)
-    train_rows = to_prompt_completion(load_rows(args, args.dataset_train_split, args.max_train_samples))
+    own_targets = bool(targs.correction_fraction) and targs.correction_targets == "sampled"
+    train_rows = to_prompt_completion(load_rows(args, args.dataset_train_split, args.max_train_samples),
+                                      keep_answers=own_targets)
     if targs.correction_fraction:
         from rlreason.rollout import SELF_CORRECTION_INSTRUCTION
 
@@ -168,9 +220,23 @@ def train(recipe) -> str:
             sampling_model, _ = load_for_generation(model_path, args.dtype, args.attn_implementation)
             sampler = attempt_sampler(sampling_model, tokenizer, targs.correction_temperature,
                                       targs.correction_max_completion_length, targs.seed)
-        train_rows = with_correction_turns(train_rows, targs.correction_fraction,
-                                           targs.correction_instruction or SELF_CORRECTION_INSTRUCTION, targs.seed,
+        instruction = targs.correction_instruction or SELF_CORRECTION_INSTRUCTION
+        train_rows = with_correction_turns(train_rows, targs.correction_fraction, instruction, targs.seed,
                                            sample_attempts=sampler)
+        if own_targets:
+            from rlreason.config import dump_json
+            from rlreason.evaluation.evaluate import resolve_reward
+
+            corrector = attempt_sampler(sampling_model, tokenizer, targs.correction_temperature,
+                                        targs.correction_max_completion_length, targs.seed + 1, instruction=instruction)
+            train_rows, counts = with_own_corrections(train_rows, corrector, resolve_reward(args.reward_funcs[0]))
+            print(f"own corrections: kept {counts['kept']} of {counts['two_turn']} two-turn rows "
+                  f"({counts['kept_fixes']} fix a wrong first attempt, {counts['kept_copies']} keep a right one)")
+            if is_main():
+                dump_json(counts, Path(targs.output_dir) / "corrections.json")
+            if not counts["kept"]:
+                raise ValueError("correction_targets: sampled kept no two-turn row (no sampled second attempt was "
+                                 "correct): start from a stronger model or use correction_targets: solution")
         del sampling_model
     eval_rows = None
     if targs.eval_strategy != "no":  # eval_loss on the test split's worked solutions, every eval_steps

@@ -116,7 +116,8 @@ def score_two_attempts(correct_t1: Sequence[bool], correct_t2: Sequence[bool]) -
 
     delta_i_to_c: wrong at attempt 1 and right at attempt 2; delta_c_to_i: right then wrong.
     delta_t1_t2_se: the paired standard error of delta_t1_t2, std(r2 - r1, ddof=1) / sqrt(n) over the
-    problems' differences r2 - r1 in {-1, 0, 1} (NaN for one problem)."""
+    problems' differences r2 - r1 in {-1, 0, 1} (NaN for one problem); delta_i_to_c_se and delta_c_to_i_se: the
+    standard errors of those two shares."""
     if len(correct_t1) != len(correct_t2):
         raise ValueError(f"score_two_attempts: {len(correct_t1)} first attempts but {len(correct_t2)} second attempts")
     n = len(correct_t1)
@@ -126,15 +127,24 @@ def score_two_attempts(correct_t1: Sequence[bool], correct_t2: Sequence[bool]) -
     t2 = [bool(x) for x in correct_t2]
     acc1, acc2 = sum(t1) / n, sum(t2) / n
     diff = np.array(t2, dtype=float) - np.array(t1, dtype=float)
+    i_to_c = sum((not a) and b for a, b in zip(t1, t2)) / n
+    c_to_i = sum(a and (not b) for a, b in zip(t1, t2)) / n
     return {
         "accuracy_t1": acc1,
         "accuracy_t2": acc2,
         "delta_t1_t2": acc2 - acc1,
         "delta_t1_t2_se": float(diff.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan"),
-        "delta_i_to_c": sum((not a) and b for a, b in zip(t1, t2)) / n,
-        "delta_c_to_i": sum(a and (not b) for a, b in zip(t1, t2)) / n,
+        "delta_i_to_c": i_to_c,
+        "delta_i_to_c_se": share_se(i_to_c, n),
+        "delta_c_to_i": c_to_i,
+        "delta_c_to_i_se": share_se(c_to_i, n),
         "n": n,
     }
+
+
+def share_se(p: float, n: int) -> float:
+    """Standard error of a share p of n problems."""
+    return float(np.sqrt(p * (1 - p) / n)) if n > 0 else float("nan")
 
 
 def levenshtein(a: Sequence, b: Sequence) -> int:
@@ -168,7 +178,8 @@ def attempt_changes(answers_t1: Sequence[str | None], answers_t2: Sequence[str |
     """How much attempt 2 changes attempt 1, per problem, averaged.
 
     changed_answer_rate: share of problems whose final extracted answer differs (two missing answers are the
-    same; equivalent spellings such as 1/2 and 0.5 are the same by `equal`); edit_distance: mean
+    same; equivalent spellings such as 1/2 and 0.5 are the same by `equal`), with its standard error
+    changed_answer_rate_se; edit_distance: mean
     character-level Levenshtein distance between the two attempts' texts."""
     n = len(texts_t1)
     if not len(answers_t1) == len(answers_t2) == len(texts_t2) == n:
@@ -183,5 +194,5 @@ def attempt_changes(answers_t1: Sequence[str | None], answers_t2: Sequence[str |
         return x == y or bool(equal(x, y))
 
     changed = [not same(x, y) for x, y in zip(answers_t1, answers_t2)]
-    return {"changed_answer_rate": sum(changed) / n,
+    return {"changed_answer_rate": sum(changed) / n, "changed_answer_rate_se": share_se(sum(changed) / n, n),
             "edit_distance": float(np.mean([levenshtein(x, y) for x, y in zip(texts_t1, texts_t2)]))}

@@ -18,14 +18,16 @@ from rlreason.rollout import SELF_CORRECTION_INSTRUCTION, generate_second_attemp
 
 
 # the keys of two_attempt_metrics, as eval.json's two_attempts and SCoRe's stage.json hold them
-TWO_ATTEMPT_KEYS = ("accuracy_t1", "accuracy_t2", "delta_t1_t2", "delta_t1_t2_se", "delta_i_to_c", "delta_c_to_i",
-                    "changed_answer_rate", "edit_distance", "n")
+TWO_ATTEMPT_KEYS = ("accuracy_t1", "accuracy_t2", "delta_t1_t2", "delta_t1_t2_se", "delta_i_to_c", "delta_i_to_c_se",
+                    "delta_c_to_i", "delta_c_to_i_se", "changed_answer_rate", "changed_answer_rate_se",
+                    "edit_distance", "n")
 
 
 def evaluate_two_attempts(model, tokenizer, rows, *, max_completion_length: int = 256, batch_size: int = 64,
                           reward: str | Callable = DEFAULT_REWARD, instruction: str | None = None,
                           progress: bool = True, num_shown: int = SHOWN_SAMPLES) -> dict:
-    """two_attempt_metrics over the rows the reward applies to, plus n_skipped, the instruction and samples."""
+    """two_attempt_metrics over the rows the reward applies to, plus n_skipped, the instruction, samples and
+    per_problem (each scored problem's id, correct_1 and correct_2, for paired comparisons between models)."""
     rows = as_rows(rows)
     reward_fn = resolve_reward(reward)
     instruction = instruction or SELF_CORRECTION_INSTRUCTION  # the words the SCoRe rollout trains with
@@ -44,6 +46,8 @@ def evaluate_two_attempts(model, tokenizer, rows, *, max_completion_length: int 
                                  texts_1, texts_2, answers_1, answers_2)
     result["n_skipped"] = len(rows) - len(keep)
     result["instruction"] = instruction
+    result["per_problem"] = {"id": [rows[i].get("id") for i in keep], "correct_1": [is_correct(v1[i]) for i in keep],
+                             "correct_2": [is_correct(v2[i]) for i in keep]}
     result["samples"] = [{"id": rows[i].get("id"), "prompt": prompt_text(rows[i]["prompt"]), "attempt_1": first[i],
                           "attempt_2": second[i], "answer": rows[i].get("answer"), "correct_1": is_correct(v1[i]),
                           "correct_2": is_correct(v2[i]), "answer_1": answers_1[j],

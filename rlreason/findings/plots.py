@@ -44,10 +44,12 @@ def plot_levels(data: dict, path: Path) -> str:
 
 def plot_stages(stages: list[dict], path: Path) -> str:
     """Bars of greedy accuracy after each stage, STaR's weak start and rounds in their own colour."""
+    from rlreason.demo import OWN_PROBLEMS
+
     plt = _pyplot()
     names, values, colors = [], [], []
     for s in stages:
-        if s["name"] == "tools":  # its own problems: plot_tools
+        if s["name"] in OWN_PROBLEMS:  # their own problems: plot_tools, finding 4's table
             continue
         if s["name"] == "star" and "start_accuracy" in s:
             names.append("star start")

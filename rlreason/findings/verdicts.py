@@ -150,8 +150,10 @@ def rl_beats_imitation(m: dict) -> dict:
     stages = {s["name"]: s for s in m.get("stages", [])}
     pairs = m.get("stage_pairs", {})
     sft = stages.get("sft", {}).get("accuracy")
+    from rlreason.demo import OWN_PROBLEMS
+
     rows = [[s["name"], s["accuracy"], s["n"], None if sft is None else s["accuracy"] - sft]
-            for s in stages.values() if s["name"] not in ("star", "tools")]  # tools: its own problems, finding 7
+            for s in stages.values() if s["name"] != "star" and s["name"] not in OWN_PROBLEMS]  # own: findings 4, 7
     checks = [_stage_check(stages, pairs, "grpo", "GRPO"), _stage_check(stages, pairs, "ppo", "PPO")]
     star = stages.get("star")
     if star is None or "start_accuracy" not in star:
@@ -171,8 +173,8 @@ def rl_beats_imitation(m: dict) -> dict:
             checks.append(beats("STaR's last round", last, "its weak start", star["start_accuracy"], n_a=star["n"],
                                 n_b=star["n"]))
     notes = ["Greedy accuracy on the same held-out problems after each stage (stages/report.md and "
-             "own-start/report.md); GRPO and PPO start from the SFT model, SCoRe from it after further SFT with "
-             "two-turn rows (demo/score_sft.yaml), STaR from its own weak start."]
+             "own-start/report.md); GRPO and PPO start from the SFT model, STaR from its own weak start. SCoRe and "
+             "the tools stage are measured on problems of their own (findings 4 and 7)."]
     return {"columns": ["stage", "accuracy", "problems", "vs. SFT"], "rows": rows, "checks": checks, "notes": notes}
 
 
@@ -188,10 +190,13 @@ def self_correction(m: dict) -> dict:
                      r["delta_c_to_i"], Z * ses[when]])
     checks = [not_positive("SFT model's delta(t1,t2)", score["before"]["delta_t1_t2"], ses["before"]),
               positive("SCoRe model's delta(t1,t2)", score["after"]["delta_t1_t2"], ses["after"])]
-    notes = [f"Greedy attempt 1, then the correction instruction and greedy attempt 2, on {n} held-out problems.",
-             "'SFT model' is the demo SFT model after further SFT with two-turn rows (problem, a first attempt, the "
-             "instruction -> the worked solution; demo/score_sft.yaml), so it knows the second turn; SCoRe starts "
-             "from it."]
+    notes = [f"Greedy attempt 1, then the correction instruction and greedy attempt 2, on {n} held-out problems of "
+             f"SCoRe's own level (demo/score.yaml's task_options: three operations, where attempt 1 is neither "
+             f"hopeless nor nearly perfect).",
+             "'SFT model' is the demo SFT model after further SFT on that level with two-turn rows (problem, a first "
+             "attempt, the instruction -> the worked solution; demo/score_sft.yaml), so it knows the second turn; "
+             "SCoRe starts from it. `rlreason demo --algorithms score,score_baselines` also trains SCoRe's two "
+             "baselines from the same start."]
     return {"columns": ["model", "attempt 1", "attempt 2", "delta(t1,t2)", "i->c", "c->i", f"{Z:g} s.e."],
             "rows": rows, "checks": checks, "notes": notes}
 
