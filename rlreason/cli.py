@@ -34,9 +34,13 @@ def train(argv: list[str]) -> str:
 
     _, train_fn = ALGORITHMS[recipe.args.algorithm]
     try:
-        return train_fn(recipe)
+        path = train_fn(recipe)
     except (RecipeError, FileNotFoundError) as e:
         fail(str(e))
+    from rlreason.stop_flag import ignore_from_now
+
+    ignore_from_now()  # the run is saved and done: a late stop signal must not turn its exit into a crash
+    return path
 
 
 def recipe_and_overrides(argv: list[str]) -> tuple[str | None, list[str]]:

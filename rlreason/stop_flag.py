@@ -15,6 +15,16 @@ def _record(signum, frame):
     received.append(signum)
 
 
+def ignore_from_now(signals=SIGNALS) -> None:
+    """After the run's last save: a stop signal has nothing left to stop, and ignoring it keeps it from killing the
+    process while the interpreter exits (Python puts the default, fatal action back for handled signals then)."""
+    for sig in signals:
+        try:
+            signal.signal(sig, signal.SIG_IGN)
+        except ValueError:
+            pass
+
+
 def install(signals=SIGNALS) -> None:
     """Record these signals instead of dying (main thread only; elsewhere the default behaviour stays)."""
     for sig in signals:

@@ -165,7 +165,7 @@ def test_sft_zero2_two_processes_survives_sigkill(tiny_model_dir, tmp_path):
 
 
 def test_grpo_survives_sigkill(tiny_model_dir, tmp_path):
-    max_steps = 24
+    max_steps = 40  # room for ten kills on a fast machine, where a random moment's 0.3 s can hold several steps
     raw = {"algorithm": "grpo", "model_name_or_path": tiny_model_dir, "task": "arithmetic", "task_options": ARITH,
            "reward_funcs": ["rewards.math.accuracy"], "num_generations": 4, "per_device_train_batch_size": 8,
            "max_completion_length": 8, "num_iterations": 2, "max_train_samples": 8, "beta": 0.04,
