@@ -8,16 +8,15 @@
   NAIVE_MULTI_TURN).
 
 Both are evaluated like SCoRe (greedy attempt 1, the instruction, greedy attempt 2) on SCoRe's held-out problems.
-`compare_deltas` pairs two runs' per-problem results: the difference of their delta(t1,t2) and its standard error."""
+rlreason.evaluation.metrics.compare_deltas pairs SCoRe's per-problem results with each baseline's."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import numpy as np
-
 from rlreason.config import dump_json, load_recipe
+from rlreason.evaluation.metrics import compare_deltas
 
 # what makes each baseline what it is, on top of the recipe it shares with SCoRe's own runs
 CORRECTIONS_SFT = ["correction_attempts=sampled", "correction_targets=sampled", "correction_temperature=1.0"]
@@ -25,9 +24,13 @@ NAIVE_MULTI_TURN = ["stage_one_steps=0", "alpha=0.0", "evaluate_start=false"]
 BASELINES = ("sft_corrections", "naive_multi_turn")
 
 
-def baseline_recipes(recipe_path, out: Path, start: str, common: list[str], extra: dict) -> dict:
-    """{baseline: recipe}: each from `start`, for SCoRe's max_steps (with the overrides given for `score`)."""
-    score = load_recipe(recipe_path("score"), common + extra.get("score", []) + [f"model_name_or_path={start}"])
+def score_recipe(recipe_path, start: str, common: list[str], extra: dict):
+    """SCoRe's own recipe from `start` (with the overrides given for `score`): the baselines' steps and problems."""
+    return load_recipe(recipe_path("score"), common + extra.get("score", []) + [f"model_name_or_path={start}"])
+
+
+def baseline_recipes(recipe_path, score, out: Path, start: str, common: list[str], extra: dict) -> dict:
+    """{baseline: recipe}: each from `start`, for the `score` recipe's max_steps."""
     steps, beta = score.training_args.max_steps, score.training_args.beta
     attempts = score.training_args.per_device_train_batch_size * steps  # first attempts SCoRe samples in its run
     place = [f"model_name_or_path={start}", f"max_steps={steps}"]
@@ -49,13 +52,13 @@ def baseline_recipes(recipe_path, out: Path, start: str, common: list[str], extr
 def run_score_baselines(recipe_path, out: Path, start: str, common: list[str], extra: dict,
                         score_dir: Path | None = None) -> dict:
     """Train and evaluate both baselines; the stage's report entry (before, each baseline, versus_score when
-    SCoRe's own run from the same start is in `score_dir`)."""
+    `score_dir` holds SCoRe's own run from the same start, done earlier in this demo run)."""
     from rlreason.algorithms import ALGORITHMS
     from rlreason.algorithms.score import write_two_attempts
 
-    recipes = baseline_recipes(recipe_path, out, start, common, extra)
-    score = load_recipe(recipe_path("score"), common + extra.get("score", []) + [f"model_name_or_path={start}"])
-    results: dict = {"before": _reused_before(score_dir, start)}
+    score = score_recipe(recipe_path, start, common, extra)
+    recipes = baseline_recipes(recipe_path, score, out, start, common, extra)
+    results: dict = {"before": _reused_before(score_dir)}
     if results["before"] is None:
         results["before"] = evaluate_attempts(start, score)
     for name in BASELINES:
@@ -90,28 +93,10 @@ def evaluate_attempts(model_path: str, score_recipe) -> dict:
                                  instruction=targs.correction_instruction)
 
 
-def compare_deltas(a: dict, b: dict) -> dict:
-    """delta(t1,t2) of run a minus run b on the same problems, with the paired standard error of that difference
-    (per problem: (a's r2 - r1) - (b's r2 - r1))."""
-    if a["id"] != b["id"]:
-        raise ValueError("compare_deltas needs both runs' results on the same problems, in the same order")
-    da = np.array(a["correct_2"], float) - np.array(a["correct_1"], float)
-    db = np.array(b["correct_2"], float) - np.array(b["correct_1"], float)
-    d = da - db
-    n = len(d)
-    return {"difference": float(d.mean()), "se": float(d.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan"),
-            "n": n}
-
-
-def _reused_before(score_dir: Path | None, start: str) -> dict | None:
-    """SCoRe's own `before` (per-problem results included) when its run in `score_dir` started from `start`."""
+def _reused_before(score_dir: Path | None) -> dict | None:
+    """SCoRe's own `before` (per-problem results included) from its run in `score_dir`, which the demo passes only
+    when that run started from the same model in the same demo run."""
     if score_dir is None or not (score_dir / "two_attempts.json").is_file():
-        return None
-    import yaml
-
-    config_file = score_dir / "config.yaml"
-    config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
-    if str((config.get("recipe") or {}).get("model_name_or_path")) != str(start):
         return None
     per_problem = json.loads((score_dir / "two_attempts.json").read_text()).get("before")
     metrics = json.loads((score_dir / "stage.json").read_text()).get("before")

@@ -12,7 +12,7 @@ import pytest
 import rlreason.algorithms as algorithms
 import rlreason.demo_score as demo_score
 from rlreason.demo import run_demo
-from rlreason.demo_score import compare_deltas
+from rlreason.evaluation.metrics import compare_deltas
 
 SMALL = ["max_eval_samples=2", "eval_max_completion_length=4",
          "tiny_model={hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2}"]

@@ -230,18 +230,17 @@ def test_the_loss_forward_per_attempt_equals_the_joined_forward(trainer):
 def test_a_model_wrapped_for_several_processes_gets_one_joined_forward(trainer, monkeypatch):
     """DDP and DeepSpeed hook one forward per backward, so a wrapped model keeps the single joined pass."""
     import rlreason.models.parallel as parallel
-    from rlreason.algorithms.score import by_attempt_logprobs
 
     batch = rollout(trainer, r1=[0.0, 1.0, 0.0, 1.0], r2=[1.0, 0.0, 0.0, 1.0])
     widths = []
     hook = trainer.model.register_forward_pre_hook(lambda module, args, kwargs: widths.append(
         kwargs["input_ids"].shape), with_kwargs=True)
     try:
-        by_attempt_logprobs(trainer.model, batch, 0.7)
+        trainer.policy_logprobs(trainer.model, batch)
         assert len(widths) == 2 and widths[0][1] < widths[1][1]  # alone: one narrower pass per attempt
         widths.clear()
         monkeypatch.setattr(parallel, "is_wrapped", lambda model: True)
-        by_attempt_logprobs(trainer.model, batch, 0.7)
+        trainer.policy_logprobs(trainer.model, batch)
         assert widths == [batch["input_ids"].shape]  # wrapped: the joined batch, once
     finally:
         hook.remove()

@@ -74,17 +74,10 @@ def _join(first: dict, second: dict, pad_id: int) -> dict:
 def by_attempt_logprobs(model, inputs: dict, temperature: float) -> tuple[torch.Tensor, torch.Tensor | None]:
     """completion_logprobs of a joined two-attempt batch, one forward per attempt, each without the left-padding
     columns all its rows share: attempt 1's rows carry attempt 2's longer prompt width only because the batch is
-    joined, and with rotary positions (Llama, Qwen) a shift of every position changes no log-prob.
-
-    A model wrapped for several processes (DDP, DeepSpeed) gets the one joined forward: their gradient hooks expect
-    one forward per backward."""
-    from rlreason.models.parallel import is_wrapped
+    joined, and with rotary positions (Llama, Qwen) a shift of every position changes no log-prob."""
     from rlreason.rollout import completion_logprobs
 
     C = inputs["completion_ids"].size(1)
-    if is_wrapped(model):
-        return completion_logprobs(model, inputs["input_ids"], inputs["attention_mask"], C, temperature=temperature,
-                                   return_entropy=True)
     order, logps, entropies = [], [], []
     for attempt in (0, 1):
         rows = (inputs["attempt"] == attempt).nonzero(as_tuple=True)[0]
@@ -168,6 +161,12 @@ class ScoreTrainer(OnlineRLTrainer):
         return inputs["kl_weight"]
 
     def policy_logprobs(self, model, inputs):
+        """One forward per attempt (by_attempt_logprobs); a model wrapped for several processes (DDP, DeepSpeed)
+        keeps the one joined forward, as their gradient hooks expect one forward per backward."""
+        from rlreason.models.parallel import is_wrapped
+
+        if is_wrapped(model):
+            return super().policy_logprobs(model, inputs)
         return by_attempt_logprobs(model, inputs, self.args.temperature)
 
     def _log_attempts(self, rows, s1, s2, r1, r2, first, second, stats2, seconds):

@@ -142,6 +142,19 @@ def score_two_attempts(correct_t1: Sequence[bool], correct_t2: Sequence[bool]) -
     }
 
 
+def compare_deltas(a: dict, b: dict) -> dict:
+    """delta(t1,t2) of run a minus run b on the same problems, with the paired standard error of that difference
+    (per problem: (a's r2 - r1) - (b's r2 - r1))."""
+    if a["id"] != b["id"]:
+        raise ValueError("compare_deltas needs both runs' results on the same problems, in the same order")
+    da = np.array(a["correct_2"], float) - np.array(a["correct_1"], float)
+    db = np.array(b["correct_2"], float) - np.array(b["correct_1"], float)
+    d = da - db
+    n = len(d)
+    return {"difference": float(d.mean()), "se": float(d.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan"),
+            "n": n}
+
+
 def share_se(p: float, n: int) -> float:
     """Standard error of a share p of n problems."""
     return float(np.sqrt(p * (1 - p) / n)) if n > 0 else float("nan")
