@@ -6,7 +6,9 @@ correction instruction -> the worked solution), so the model knows the turn SCoR
 format, not to spot errors), or `sampled` the start model's own attempt at `correction_temperature` (its real
 mistakes, right or wrong as they come: the self-correction warm start). The second turn's target is the worked
 solution, or with `correction_targets: sampled` the start model's own sampled second attempt, kept only where the
-recipe's first reward calls it correct (STaR's filter applied to corrections: SCoRe's `sft_corrections` baseline).
+recipe's first reward calls it correct (STaR's filter applied to corrections: SCoRe's `sft_corrections` baseline),
+or with `correction_targets: checked` (arithmetic) a second attempt that checks each line of a first attempt
+carrying one wrong line most of the time (rlreason/tasks/arithmetic_checks.py).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from rlreason.algorithms.common import (
 
 
 CORRECTION_ATTEMPTS = ("corrupted", "sampled")
-CORRECTION_TARGETS = ("solution", "sampled")
+CORRECTION_TARGETS = ("solution", "sampled", "checked")
 
 
 @dataclass
@@ -47,7 +49,9 @@ class SFTArgs(SFTConfig):
                 "changed) or 'sampled' (the start model's own samples)"})
     correction_targets: str = field(default="solution", metadata={
         "help": "targets of the two-turn rows: 'solution' (the worked solution) or 'sampled' (the start model's own "
-                "second attempt, rows kept only where it is correct; needs correction_attempts: sampled)"})
+                "second attempt, rows kept only where it is correct; needs correction_attempts: sampled) or 'checked' "
+                "(arithmetic: half the first attempts carry one slipped line, and the target checks each line by its "
+                "inverse operation and rewrites from the first wrong one; rlreason/tasks/arithmetic_checks.py)"})
     correction_temperature: float = field(default=1.0, metadata={"help": "sampling temperature of 'sampled' attempts"})
     correction_max_completion_length: int = field(default=256, metadata={
         "help": "token limit of a 'sampled' first attempt"})
@@ -68,6 +72,9 @@ class SFTArgs(SFTConfig):
         if self.correction_targets == "sampled" and self.correction_attempts != "sampled":
             raise ValueError("correction_targets: sampled needs correction_attempts: sampled (the model's own first "
                              "attempts with its own corrections)")
+        if self.correction_targets == "checked" and self.correction_attempts != "corrupted":
+            raise ValueError("correction_targets: checked builds its own first attempts: leave correction_attempts "
+                             "at 'corrupted'")
         super().__post_init__()
 
 
@@ -81,22 +88,29 @@ def change_one_digit(text: str, rng: random.Random) -> str:
 
 
 def with_correction_turns(rows: Dataset, fraction: float, instruction: str, seed: int = 0,
-                          sample_attempts: Callable[[list], list[str]] | None = None) -> Dataset:
+                          sample_attempts: Callable[[list], list[str]] | None = None,
+                          checked: bool = False) -> Dataset:
     """Prompt/completion rows where `fraction` of them (chosen by seed) become
     [user: problem, assistant: first attempt, user: instruction] -> the worked solution.
 
     First attempts: `sample_attempts(prompts)` (one text per prompt) when given, else the solution or, half the
-    time (by seed), the solution with one digit changed."""
+    time (by seed), the solution with one digit changed. With `checked` (arithmetic), half the first attempts carry
+    one slipped line instead and the target is the checked correction (rlreason.tasks.arithmetic_checks)."""
     if fraction <= 0:
         return rows
+    from rlreason.tasks.arithmetic_checks import checked_pair
+
     rng = random.Random(seed)
-    rows, chosen, attempts = list(rows), [], []
+    rows, chosen, attempts, targets = list(rows), [], [], {}
     for i, row in enumerate(rows):
         if rng.random() >= fraction:
             continue
         chosen.append(i)
-        if sample_attempts is None:
-            solution = row["completion"][0]["content"]
+        solution = row["completion"][0]["content"]
+        if checked:
+            first, targets[i] = checked_pair(solution, rng)
+            attempts.append(first)
+        elif sample_attempts is None:
             attempts.append(solution if rng.random() < 0.5 else change_one_digit(solution, rng))
     if sample_attempts is not None:
         attempts = sample_attempts([rows[i]["prompt"] for i in chosen])
@@ -105,6 +119,8 @@ def with_correction_turns(rows: Dataset, fraction: float, instruction: str, seed
         prompt = row["prompt"] if isinstance(row["prompt"], list) else [{"role": "user", "content": row["prompt"]}]
         rows[i] = {**row, "prompt": [*prompt, {"role": "assistant", "content": first},
                                      {"role": "user", "content": instruction}]}
+        if i in targets:
+            rows[i]["completion"] = [{"role": "assistant", "content": targets[i]}]
     return Dataset.from_list(rows)
 
 
@@ -222,7 +238,7 @@ def train(recipe) -> str:
                                       targs.correction_max_completion_length, targs.seed)
         instruction = targs.correction_instruction or SELF_CORRECTION_INSTRUCTION
         train_rows = with_correction_turns(train_rows, targs.correction_fraction, instruction, targs.seed,
-                                           sample_attempts=sampler)
+                                           sample_attempts=sampler, checked=targs.correction_targets == "checked")
         if own_targets:
             from rlreason.config import dump_json
             from rlreason.evaluation.evaluate import resolve_reward
