@@ -9,7 +9,7 @@ import pytest
 from rlreason.tasks.arithmetic import load_arithmetic
 from rlreason.tasks.arithmetic_checks import LINE, apply, checked_pair, parse_worked
 
-CHECK = re.compile(r"^check (\d+)([+-])(\d+): .* -> (\d+) vs (\d+) (ok|wrong)$")
+CHECK = re.compile(r"^check (\d+)([+-])(\d+): .* -> (\d+) vs (\d+) \(([^)]*)\) (ok|wrong)$")
 
 
 def three_op_solutions(n=600):
@@ -65,12 +65,17 @@ def test_every_check_is_right_arithmetic_and_ok_exactly_on_right_lines():
         checks = [line for line in target.splitlines() if line.startswith("check ")]
         assert len(checks) == (len(ops) if k is None else k + 1)  # checked up to the first wrong line
         for i, check in enumerate(checks):
-            result, inverse, b, undone, before, verdict = CHECK.match(check).groups()
+            result, inverse, b, undone, before, marks, verdict = CHECK.match(check).groups()
             assert int(result) == int(written[i].split(" -> ")[1])
             assert inverse == ("-" if ops[i] == "+" else "+") and int(b) == numbers[i + 1]  # the problem's operand
             assert int(undone) == apply(int(result), inverse, int(b))
             assert int(before) == int(LINE.match(written[i]).group(1))
             assert (verdict == "ok") == (i != k)
+            width = max(len(undone), len(before))
+            pairs = marks.split(" ")
+            assert [p[0] + p[2] for p in pairs] == [u + v for u, v in zip(undone[::-1].ljust(width, "0"),
+                                                                           before[::-1].ljust(width, "0"))]
+            assert all((p[1] == "=") == (p[0] == p[2]) for p in pairs) and ("x" in marks) == (verdict == "wrong")
         rest = [line for line in target.splitlines() if not line.startswith("check ")]
         assert rest[-1] == solution.splitlines()[-1]  # the target's answer is always the right one
         if k is not None:

@@ -9,9 +9,10 @@ models make most), and every later line worked correctly from the wrong value, a
     #### 123
 
 Its checked correction undoes each line's operation on the line's result, with the operand read again from the
-problem, sets the outcome beside the value the line started from, and rewrites from the first line that fails::
+problem, sets the outcome beside the value the line started from, compares the two digit by digit, and rewrites
+from the first line that fails::
 
-    check 142-85: 12-5=7, 14-8-1=5, 1-0-1=0 -> 57 vs 47 wrong
+    check 142-85: 12-5=7, 14-8-1=5, 1-0-1=0 -> 57 vs 47 (7=7 5x4) wrong
     47+85: 7+5=12, 4+8+1=13 -> 132
     132-19: 12-9=3, 3-1-1=1, 1-0=1 -> 113
     #### 113
@@ -118,11 +119,22 @@ def attempt_with_slip(numbers: list[int], ops: list[str], rng: random.Random, tr
 
 def check_line(written_before: int, op: str, b: int, written_result: int) -> str:
     """The check of one line: its result with the operation undone by the problem's own operand `b` (read again
-    from the problem, so a misread operand shows), set beside the value the line started from (`vs`), `ok` when
-    the two are equal. An addition is undone by a column subtraction, a subtraction by a column addition."""
+    from the problem, so a misread operand shows), set beside the value the line started from (`vs`), then the two
+    compared digit by digit from the units (`7=7` a match, `5x4` a mismatch) and the verdict, `ok` when every digit
+    matches. An addition is undone by a column subtraction, a subtraction by a column addition."""
     undone = _column_sub(written_result, b) if op == "+" else _column_add(written_result, b)
     recovered = written_result - b if op == "+" else written_result + b
-    return f"check {undone} vs {written_before} {'ok' if recovered == written_before else 'wrong'}"
+    return f"check {undone} vs {written_before} ({digit_marks(recovered, written_before)}) " \
+           f"{'ok' if recovered == written_before else 'wrong'}"
+
+
+def digit_marks(x: int, y: int) -> str:
+    """`x` and `y` compared digit by digit from the units, the shorter padded with zeros: `7=7 5x4` for 57 and 47.
+    Each mark needs only the two digits beside it, and the verdict only whether an `x` was written: a tiny model
+    did not learn to compare two whole numbers for a verdict (it said `ok` to nearly every wrong line)."""
+    a, b = str(x)[::-1], str(y)[::-1]
+    width = max(len(a), len(b))
+    return " ".join(f"{p}{'=' if p == q else 'x'}{q}" for p, q in zip(a.ljust(width, "0"), b.ljust(width, "0")))
 
 
 def checked_correction(numbers: list[int], ops: list[str], slip_at: int | None, first_attempt: str) -> str:
