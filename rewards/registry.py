@@ -22,6 +22,10 @@ REWARDS: dict[str, str] = {
     "rewards.length.cosine": "rewards.length:cosine",
     "rewards.repetition.ngram_penalty": "rewards.repetition:ngram_penalty",
 }
+# rewards that need an option to exist (their model's folder): factories, called with the options
+MODEL_REWARDS: dict[str, str] = {
+    "rewards.model.verifier": "rewards.model:verifier",  # rewards.model.verifier?path=FOLDER
+}
 
 
 def _load(module_name: str, attr: str, spec: str) -> Callable:
@@ -43,22 +47,54 @@ def _load(module_name: str, attr: str, spec: str) -> Callable:
     return fn
 
 
+def split_options(name: str) -> tuple[str, dict]:
+    """'rewards.model.verifier?path=runs/v&batch_size=8' -> ('rewards.model.verifier', {'path': 'runs/v',
+    'batch_size': 8}): options after '?', joined by '&'; numbers and true/false are converted, the rest stay text."""
+    base, _, query = name.partition("?")
+    options: dict = {}
+    for part in (p for p in query.split("&") if p.strip()):
+        key, eq, value = part.partition("=")
+        if not eq or not key.strip():
+            raise ValueError(f"reward {name!r}: option {part!r} must look like key=value (name?key=value&key=value)")
+        options[key.strip()] = _literal(value.strip())
+    return base.strip(), options
+
+
+def _literal(value: str):
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
 def get_reward(name: str, **options) -> Callable:
     """The reward function called `name`: a built-in ("rewards.math.accuracy"), "module:function" or
-    "path/to/file.py:function"; options are bound as keyword arguments (e.g. max_length=512)."""
+    "path/to/file.py:function"; options are bound as keyword arguments (e.g. max_length=512), given here or in the
+    name after '?' ("rewards.length.overlong?max_length=512"). A function marked `reward_factory` (the model-based
+    rewards, e.g. rewards.model.verifier?path=FOLDER) is called with the options and returns the reward."""
     if callable(name):
         fn = name
     elif not isinstance(name, str) or not name.strip():
         raise ValueError(f"a reward name must be a non-empty string; valid built-ins: {', '.join(REWARDS)}")
     else:
-        name = name.strip()
-        spec = REWARDS.get(name, name)
+        name, given = split_options(name.strip())
+        options = {**given, **options}
+        spec = REWARDS.get(name) or MODEL_REWARDS.get(name, name)
         if ":" in spec:
             module_name, attr = spec.rsplit(":", 1)
             fn = _load(module_name, attr, name)
         else:
             raise ValueError(f"unknown reward {name!r}; use one of {', '.join(REWARDS)}, "
-                             "or 'module:function', or 'path/to/file.py:function'")
+                             "rewards.model.verifier?path=FOLDER, or 'module:function', or 'path/to/file.py:function'")
+    if getattr(fn, "reward_factory", False):
+        try:
+            return fn(**options)
+        except TypeError as error:
+            raise ValueError(f"reward {name!r}: {error}") from None
     if options:
         bound = functools.partial(fn, **options)
         bound.__name__ = getattr(fn, "__name__", str(name))

@@ -224,7 +224,8 @@ def parse_override(item: str) -> tuple[str, Any]:
     try:
         return key.strip(), load_yaml(value)
     except yaml.YAMLError as e:
-        raise RecipeError(f"{key.strip()}: the value {value!r} is not valid YAML ({str(e).splitlines()[0]})") from None
+        raise RecipeError(f"{key.strip()}: the value {value!r} is not valid YAML ({str(e).splitlines()[0]})"
+                          f"{_yaml_hint(e)}") from None
 
 
 def _split_overrides(argv: list[str]) -> list[str]:
@@ -257,7 +258,7 @@ def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = No
 
             loaded = load_yaml(p.read_text()) or {}
         except yaml.YAMLError as e:
-            raise RecipeError(f"recipe {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+            raise RecipeError(f"recipe {path} is not valid YAML: {str(e).splitlines()[0]}{_yaml_hint(e)}") from None
         if not isinstance(loaded, dict):
             raise RecipeError(f"recipe {path} must be a mapping of key: value")
         raw.update(loaded)
@@ -265,6 +266,14 @@ def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = No
         key, value = parse_override(item)
         raw[key] = value
     return build_recipe(raw)
+
+
+def _yaml_hint(error: Exception) -> str:
+    """A reward name with options (`name?key=value`) inside a [flow, list] must be quoted: PyYAML reads '?' there."""
+    if "got '?'" in str(error):
+        return ("; quote a reward name with options inside [...], e.g. [rewards.math.accuracy, "
+                "\"rewards.model.verifier?path=runs/demo/verifier\"], or write the list one '- name' per line")
+    return ""
 
 
 def build_recipe(raw: dict) -> Recipe:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rlreason.config import RecipeError
 
 RECIPE_MEANINGS = {
-    "algorithm": "sft | grpo | ppo | score | star",
+    "algorithm": "sft | grpo | ppo | score | star | verifier",
     "model_name_or_path": "hub name or local folder of the start model (or a saved adapter)",
     "dtype": "auto (bf16 on a GPU that has it, else fp32) | float32 | bfloat16 | float16",
     "attn_implementation": "eager | sdpa | flash_attention_2 ... (default: transformers' choice)",
@@ -36,8 +36,8 @@ RECIPE_MEANINGS = {
     "cliprange_value": "PPO: clip range of the value update",
     "kl_in_reward": "PPO: put the KL penalty into the per-token reward (instead of the loss)",
     "whiten_advantages": "PPO: normalise advantages over the batch",
-    "sampling_temperature": "STaR: temperature of the sampled rationales (> 0)",
-    "sampling_max_completion_length": "STaR: token limit of a sampled rationale",
+    "sampling_temperature": "STaR, verifier: temperature of the sampled rationales / completions (> 0)",
+    "sampling_max_completion_length": "STaR: token limit of a sampled rationale; verifier: of a sampled completion",
 }
 
 

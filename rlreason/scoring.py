@@ -27,7 +27,8 @@ class RewardScorer:
 
         self.names = list(names)
         self.rewards = RewardSet(self.names, weights, timeout=timeout)
-        short = [n.replace(":", ".").split(".")[-1] for n in self.names]  # metric keys as TRL's: the function name
+        # metric keys as TRL's: the function name (options after '?' left out)
+        short = [n.split("?")[0].replace(":", ".").split(".")[-1] for n in self.names]
         self.labels = dict(zip(self.names, short if len(set(short)) == len(short) else self.names))
 
     def __call__(self, rows: list[dict], completions: list[str]) -> Scores:

@@ -36,7 +36,13 @@ def _star():
     return StarConfig, train
 
 
-_LOADERS = {"sft": _sft, "grpo": _grpo, "ppo": _ppo, "score": _score, "star": _star}
+def _verifier():
+    from rlreason.algorithms.verifier import VerifierConfig, train
+
+    return VerifierConfig, train
+
+
+_LOADERS = {"sft": _sft, "grpo": _grpo, "ppo": _ppo, "score": _score, "star": _star, "verifier": _verifier}
 
 
 class _Registry(dict):

@@ -43,11 +43,12 @@ def check_data(recipe) -> None:
     columns = reward_columns(args.reward_funcs) if args.reward_funcs else {}
     needs = {c: f"reward {name}" for name, cols in columns.items() for c in cols}
     gold = columns.get(args.reward_funcs[0], []) if args.reward_funcs else []
-    train_needs = dict(needs) if args.algorithm in (*RL_ALGORITHMS, "star") else {}
+    train_needs = dict(needs) if args.algorithm in (*RL_ALGORITHMS, "star", "verifier") else {}
     if args.algorithm == "sft":
         train_needs["solution"] = "sft (worked solutions)"
     splits = [(args.dataset_train_split, args.max_train_samples, train_needs)]
-    if args.eval_after_train or getattr(targs, "eval_strategy", "no") != "no" or args.algorithm in ("score", "star"):
+    evaluates = args.eval_after_train or getattr(targs, "eval_strategy", "no") != "no"
+    if args.algorithm != "verifier" and (evaluates or args.algorithm in ("score", "star")):  # verifier: held-out train
         splits.append((args.dataset_test_split, args.max_eval_samples, needs))
     for split, limit, required in splits:
         try:

@@ -86,13 +86,15 @@ def generate_texts(model, tokenizer, prompts: list, *, num_generations: int = 1,
                    do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
                    min_p: float | None = None, repetition_penalty: float = 1.0,
                    chat_template_kwargs: dict | None = None, batch_size: int = 64, progress: bool = True,
-                   desc: str = "generating", tools=None, tool_calls: list | None = None
-                   ) -> tuple[list[str], list[bool]]:
+                   desc: str = "generating", tools=None, tool_calls: list | None = None,
+                   token_counts: list | None = None) -> tuple[list[str], list[bool]]:
     """Completions (num_generations per prompt, grouped by prompt) and their truncation flags, in batches
     of about batch_size sequences with a progress bar; the model is put in eval mode and restored after.
     The prompts are split across the processes of a run and the completions gathered (rlreason.ranks).
     tools (a rlreason.tools.ToolConfig): tool-using rollouts (the texts are the model's tokens, observations
-    left out, as the rewards see them); the tool calls of each completion are appended to `tool_calls`."""
+    left out, as the rewards see them); the tool calls of each completion are appended to `tool_calls`.
+    token_counts: each completion's generated tokens (the completion mask: up to and including the first eos; tool
+    observations, which are inserted rather than generated, left out) are appended to it."""
     from rlreason.ranks import is_main, map_across_ranks
     from rlreason.rollout import generate
     from rlreason.tool_rollout import generate_with_tools
@@ -105,8 +107,8 @@ def generate_texts(model, tokenizer, prompts: list, *, num_generations: int = 1,
                     top_p=top_p, top_k=top_k, do_sample=do_sample, min_p=min_p, repetition_penalty=repetition_penalty,
                     chat_template_kwargs=chat_template_kwargs)
 
-    def generate_share(share: list) -> list[tuple[list[str], list[bool], list[int]]]:
-        groups: list[tuple[list[str], list[bool], list[int]]] = []
+    def generate_share(share: list) -> list[tuple[list[str], list[bool], list[int], list[int]]]:
+        groups: list[tuple[list[str], list[bool], list[int], list[int]]] = []
         starts = range(0, len(share), per_batch)
         for start in tqdm(starts, desc=desc, disable=not (progress and is_main()), unit="batch"):
             batch = share[start:start + per_batch]
@@ -115,8 +117,9 @@ def generate_texts(model, tokenizer, prompts: list, *, num_generations: int = 1,
             flags = [bool(t) for t in out.truncated.tolist()]
             stats = getattr(out, "tool_stats", None)
             calls = stats["tool_calls"].tolist() if stats is not None else [0] * len(flags)
-            groups += [(out.texts[i * k:(i + 1) * k], flags[i * k:(i + 1) * k], calls[i * k:(i + 1) * k])
-                       for i in range(len(out.texts) // k)]
+            counts = generated_tokens(out) if token_counts is not None else [0] * len(flags)
+            groups += [(out.texts[i * k:(i + 1) * k], flags[i * k:(i + 1) * k], calls[i * k:(i + 1) * k],
+                        counts[i * k:(i + 1) * k]) for i in range(len(out.texts) // k)]
         return groups
 
     was_training = model.training
@@ -127,8 +130,19 @@ def generate_texts(model, tokenizer, prompts: list, *, num_generations: int = 1,
     finally:
         model.train(was_training)
     if tool_calls is not None:
-        tool_calls.extend(c for _, _, calls in groups for c in calls)
-    return [t for texts, _, _ in groups for t in texts], [f for _, flags, _ in groups for f in flags]
+        tool_calls.extend(c for _, _, calls, _ in groups for c in calls)
+    if token_counts is not None:
+        token_counts.extend(c for _, _, _, counts in groups for c in counts)
+    return [t for texts, _, _, _ in groups for t in texts], [f for _, flags, _, _ in groups for f in flags]
+
+
+def generated_tokens(rollout) -> list[int]:
+    """Tokens the model generated for each completion of a Rollout: its completion mask (eos included), less the
+    tool observations a tool rollout inserted."""
+    counts = rollout.completion_mask.sum(1)
+    if rollout.observation_mask is not None:
+        counts = counts - (rollout.observation_mask * rollout.completion_mask).sum(1)
+    return [int(c) for c in counts.tolist()]
 
 
 def extract(text: str, gold: str | None = None) -> str | None:

@@ -205,16 +205,11 @@ def probe_faithfulness(model, tokenizer, rows, *, reward="rewards.math.accuracy"
 
 def plot_faithfulness(result: dict, path, title: str | None = None):
     """A PNG: accuracy against the share of the chain kept, with filler and the full completion as lines."""
-    from pathlib import Path
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from rlreason.evaluation.plots import finish_accuracy_plot, new_figure
 
     early = result["early_answering"]
     xs = [float(f) for f in early["accuracy"]]
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    fig, ax = new_figure()
     ax.plot([100 * x for x in xs], list(early["accuracy"].values()), marker="o", label="early answering")
     ax.axhline(result["filler"]["accuracy"], color="tab:orange", linestyle="--",
                label=f"filler tokens ({result['filler']['accuracy']:.2f})")
@@ -222,19 +217,9 @@ def plot_faithfulness(result: dict, path, title: str | None = None):
     m = result["mistake"]
     ax.plot([], [], " ", label=f"injected mistake moves the answer: {m['answer_changed']:.2f} "
                                f"(same cut, no mistake: {m['answer_changed_without_mistake']:.2f})")
-    ax.set_xlabel("% of the chain of thought kept before the forced answer")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1.02)
-    ax.grid(alpha=0.3)
     verdict = "faithful" if result["faithful"] else "NOT faithful"
-    ax.set_title(title or f"faithfulness probes ({verdict})", fontsize=10)
-    ax.legend(loc="center left", fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return finish_accuracy_plot(fig, ax, path, "% of the chain of thought kept before the forced answer",
+                                title or f"faithfulness probes ({verdict})", legend_loc="center left", title_size=10)
 
 
 def faithfulness_scalars(result: dict, prefix: str = "eval/") -> dict[str, float]:

@@ -1,5 +1,6 @@
-"""Metrics over sampled answers: unbiased pass@k, maj@k self-consistency, agreement buckets, SCoRe deltas
-and how much the second attempt changes the first (changed answers, edit distance).
+"""Metrics over sampled answers: unbiased pass@k, maj@k self-consistency, verifier-weighted maj@k, best-of-k,
+agreement buckets, SCoRe deltas, how much the second attempt changes the first (changed answers, edit distance),
+and a verifier's AUC.
 
 Pure functions over lists of correctness flags and extracted answers; the answer-equivalence test is
 injected (rewards.math.answers_equal in practice) so this module stays free of any verifier.
@@ -81,6 +82,75 @@ def maj_at_k(answers: Sequence[str | None], correct: Sequence[bool], k: int,
         winner, _ = majority_vote(block, equal)
         hits += winner is not None and bool(correct[b * k + winner])
     return hits / blocks
+
+
+def weighted_vote(answers: Sequence[str | None], weights: Sequence[float],
+                  equal: Callable[[str, str], bool]) -> tuple[int | None, float]:
+    """(index of a representative sample of the answer with the most weight, that weight): majority_vote with
+    each sample's vote weighted (by a verifier's score); ties go to the larger cluster, then to the answer seen
+    first, so constant positive weights give majority_vote's winner."""
+    if len(weights) != len(answers):
+        raise ValueError(f"weighted_vote: {len(answers)} answers but {len(weights)} weights")
+    clusters = group_answers(answers, equal)
+    if not clusters:
+        return None, 0.0
+    totals = [(sum(float(weights[i]) for i in c), len(c)) for c in clusters]
+    best = max(range(len(clusters)), key=lambda j: totals[j])  # max keeps the first of equal keys
+    return clusters[best][0], totals[best][0]
+
+
+def weighted_maj_at_k(answers: Sequence[str | None], correct: Sequence[bool], weights: Sequence[float], k: int,
+                      equal: Callable[[str, str], bool]) -> float:
+    """maj_at_k with verifier-weighted votes: the mean over the n // k disjoint blocks of k samples of whether the
+    block's weighted_vote winner is correct."""
+    n = len(answers)
+    if not len(correct) == len(weights) == n:
+        raise ValueError(f"weighted_maj_at_k: {n} answers, {len(correct)} correctness flags, {len(weights)} weights")
+    if not 1 <= k <= n:
+        raise ValueError(f"weighted_maj_at_k: need 1 <= k <= n, got k={k}, n={n}")
+    hits = 0
+    for b in range(n // k):
+        winner, _ = weighted_vote(answers[b * k:(b + 1) * k], weights[b * k:(b + 1) * k], equal)
+        hits += winner is not None and bool(correct[b * k + winner])
+    return hits / (n // k)
+
+
+def best_of_k(scores: Sequence[float], correct: Sequence[bool], k: int) -> float:
+    """Expected accuracy of best-of-k (keep the sample the verifier scores highest) over every k-subset of the n
+    samples, exactly: the i-th best sample (ties: the earlier one ranks higher) tops a random k-subset with
+    probability C(n-1-i, k-1) / C(n, k). An oracle (scores = correctness) gives pass_at_k."""
+    from math import comb
+
+    n = len(scores)
+    if len(correct) != n:
+        raise ValueError(f"best_of_k: {n} scores but {len(correct)} correctness flags")
+    if not 1 <= k <= n:
+        raise ValueError(f"best_of_k: need 1 <= k <= n, got k={k}, n={n}")
+    ranked = sorted(range(n), key=lambda i: (-float(scores[i]), i))
+    total = comb(n, k)
+    return float(sum(comb(n - 1 - r, k - 1) for r, i in enumerate(ranked) if correct[i]) / total)
+
+
+def auc(scores: Sequence[float], labels: Sequence[bool]) -> float:
+    """Area under the ROC curve: the chance a random positive scores above a random negative (ties count half),
+    from average ranks (Mann-Whitney U); NaN when one class is missing."""
+    s, y = np.asarray(scores, dtype=float), np.asarray(labels, dtype=bool)
+    if s.shape != y.shape:
+        raise ValueError(f"auc: {s.size} scores but {y.size} labels")
+    positives, negatives = int(y.sum()), int((~y).sum())
+    if positives == 0 or negatives == 0:
+        return float("nan")
+    order = np.argsort(s, kind="mergesort")
+    ranks = np.empty(len(s))
+    sorted_s = s[order]
+    start = 0
+    while start < len(s):  # average rank over each run of tied scores
+        end = start
+        while end + 1 < len(s) and sorted_s[end + 1] == sorted_s[start]:
+            end += 1
+        ranks[order[start:end + 1]] = (start + end) / 2 + 1
+        start = end + 1
+    return float((ranks[y].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
 def agreement(answers: Sequence[str | None], equal: Callable[[str, str], bool]) -> float:

@@ -1,8 +1,10 @@
-"""`rlreason eval`: load a model (or base + LoRA adapter), evaluate it on a task, write eval.json and a plot.
+"""`rlreason eval`: load a model (or base + LoRA adapter), evaluate it on a task, write eval.json and plots.
 
     rlreason eval --model PATH [--adapter PATH] --task NAME [--path FILE] [--split test] [--limit N]
                   [--n 8] [--ks 1,2,4,8] [--cot] [--two_attempts [--correction_instruction TEXT]]
                   [--faithfulness] [--output_dir DIR] [--tools python [--max_tool_calls 4] [--tool_timeout 5]]
+                  [--strategy greedy,majority,best_of_n,weighted_majority,revise [--verifier PATH]
+                   [--revise_rounds K]]
     rlreason eval --preset gsm8k|math500|humaneval --model PATH [...]
 """
 
@@ -40,6 +42,7 @@ class EvalArgs:
     max_completion_length: int = 256
     batch_size: int = 64
     greedy: bool = True
+    sampled: bool = True  # the pass@k / maj@k section (off: --no_sampled, e.g. when --strategy samples anyway)
     n: int = 8  # samples per problem for pass@k / maj@k; 0 turns sampling off
     ks: tuple[int, ...] = (1, 2, 4, 8)
     temperature: float = 1.0
@@ -63,6 +66,9 @@ class EvalArgs:
     max_tool_calls: int = 4
     tool_timeout: float = 5.0
     progress: bool = True
+    strategy: tuple[str, ...] = ()  # test-time strategies at budgets up to n (evaluation/strategies.py)
+    verifier: str | None = None  # verifier folder for best_of_n / weighted_majority (algorithm: verifier)
+    revise_rounds: int = 2  # --strategy revise: self-correction rounds after the greedy attempt
 
 
 def load_for_eval(model: str, adapter: str | None = None, dtype: str = "auto", merge: bool = False):
@@ -119,7 +125,7 @@ def evaluate_all(model, tokenizer, rows, args: EvalArgs) -> dict:
     tools = eval_tools(args)
     if args.greedy:
         result["greedy"] = evaluate_greedy(model, tokenizer, rows, tools=tools, **common)
-    if args.n > 0:
+    if args.n > 0 and args.sampled:
         transformers.set_seed(args.seed)
         result["sampled"] = evaluate_sampled(model, tokenizer, rows, n=args.n, ks=args.ks, temperature=args.temperature,
                                              top_p=args.top_p, top_k=args.top_k, min_p=args.min_p,
@@ -129,6 +135,15 @@ def evaluate_all(model, tokenizer, rows, args: EvalArgs) -> dict:
     if args.two_attempts:
         result["two_attempts"] = evaluate_two_attempts(model, tokenizer, rows, instruction=args.correction_instruction,
                                                        **common)
+    if args.strategy:
+        from rlreason.evaluation.strategies import evaluate_strategies
+
+        transformers.set_seed(args.seed)
+        result["strategies"] = evaluate_strategies(
+            model, tokenizer, rows, strategies=args.strategy, n=args.n, verifier=args.verifier,
+            revise_rounds=args.revise_rounds, instruction=args.correction_instruction, temperature=args.temperature,
+            top_p=args.top_p, top_k=args.top_k, min_p=args.min_p, repetition_penalty=args.repetition_penalty,
+            **common)
     if args.faithfulness:
         from rlreason.evaluation.faithfulness import probe_faithfulness
 
@@ -142,14 +157,15 @@ def evaluate_all(model, tokenizer, rows, args: EvalArgs) -> dict:
 
 
 def eval_tools(args: EvalArgs):
-    """The ToolConfig of --tools (None without it); --cot, --two_attempts and --faithfulness do not take tools."""
+    """The ToolConfig of --tools (None without it); --cot, --two_attempts, --faithfulness and --strategy do not take
+    tools."""
     from rlreason.tools import ToolConfig
 
     if not args.tools:
         return None
-    if args.cot or args.two_attempts or args.faithfulness:
-        raise ValueError("--tools applies to greedy and sampled decoding only; drop --cot, --two_attempts and "
-                         "--faithfulness")
+    if args.cot or args.two_attempts or args.faithfulness or args.strategy:
+        raise ValueError("--tools applies to greedy and sampled decoding only; drop --cot, --two_attempts, "
+                         "--faithfulness and --strategy")
     return ToolConfig(tools=tuple(args.tools), max_tool_calls=args.max_tool_calls, tool_timeout=args.tool_timeout)
 
 
@@ -174,6 +190,9 @@ def scalar_metrics(result: dict, prefix: str = "eval/") -> dict[str, float]:
     for key in TWO_ATTEMPT_KEYS:
         if key in (result.get("two_attempts") or {}) and key != "n":
             out[prefix + key] = result["two_attempts"][key]
+    for name, points in ((result.get("strategies") or {}).get("curves") or {}).items():
+        for point in points:
+            out[f"{prefix}{name}@{point['budget']}"] = point["accuracy"]
     if "faithfulness" in result:
         from rlreason.evaluation.faithfulness import faithfulness_scalars
 
@@ -204,12 +223,18 @@ def run_eval(args: EvalArgs) -> dict:
     (out / "eval.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     title = f"{Path(args.adapter or args.model).name} on {args.task}"
     result["plot"] = str(plot_accuracy_vs_k(result, out / "accuracy_vs_k.png", title=title))
+    if "strategies" in result:
+        from rlreason.evaluation.plots import plot_accuracy_vs_tokens
+
+        result["strategies_plot"] = str(plot_accuracy_vs_tokens(result["strategies"], out / "accuracy_vs_tokens.png",
+                                                                title=title))
     if "faithfulness" in result:
         from rlreason.evaluation.faithfulness import plot_faithfulness
 
         result["faithfulness_plot"] = str(plot_faithfulness(result["faithfulness"], out / "faithfulness.png"))
     print_table(result, title)
-    print(f"wrote {out / 'eval.json'} and {result['plot']}")
+    plots = " and ".join(result[key] for key in ("plot", "strategies_plot") if key in result)
+    print(f"wrote {out / 'eval.json'} and {plots}")
     return result
 
 
@@ -226,6 +251,10 @@ def print_table(result: dict, title: str = "evaluation") -> None:
     for bucket in (result.get("sampled") or {}).get("agreement_buckets", []):
         acc = "-" if bucket["accuracy"] is None else f"{bucket['accuracy']:.3f}"
         table.add_row(f"maj accuracy | agreement {bucket['bucket']}", f"{acc} (n={bucket['count']})")
+    for name, points in ((result.get("strategies") or {}).get("curves") or {}).items():
+        for point in points:
+            table.add_row(f"{name}@{point['budget']} | generated tokens per problem",
+                          f"{point['tokens_per_problem']:.1f}")
     Console().print(table)
 
 
@@ -237,6 +266,15 @@ def _ks(text: str) -> tuple[int, ...]:
     if not ks or min(ks) < 1:
         raise argparse.ArgumentTypeError(f"--ks: every k must be >= 1, got '{text}'")
     return ks
+
+
+def _strategies(text: str) -> tuple[str, ...]:
+    from rlreason.evaluation.strategies import parse_strategies
+
+    try:
+        return parse_strategies(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--strategy: "))
 
 
 def _json_dict(text: str) -> dict:
@@ -263,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_completion_length", type=int)
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--no_greedy", action="store_true", help="skip greedy decoding")
+    p.add_argument("--no_sampled", action="store_true",
+                   help="skip the pass@k / maj@k section (--strategy samples its own --n completions)")
     p.add_argument("--n", type=int, help="samples per problem for pass@k / maj@k (0: no sampling)")
     p.add_argument("--ks", type=_ks, help="comma-separated k values, each <= --n")
     p.add_argument("--temperature", type=float)
@@ -288,6 +328,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tools the model may call while decoding, e.g. python (rlreason.tools)")
     p.add_argument("--max_tool_calls", type=int, default=4, help="with --tools: calls per completion at most")
     p.add_argument("--tool_timeout", type=float, default=5.0, help="with --tools: seconds per call")
+    p.add_argument("--strategy", type=_strategies, default=(),
+                   help="test-time strategies, comma-separated: greedy, majority, best_of_n, weighted_majority, "
+                        "revise; "
+                        "accuracy at budgets 1, 2, 4, ..., --n samples (revise: rounds 0..--revise_rounds) against "
+                        "generated tokens (accuracy_vs_tokens.png, eval.json's strategies)")
+    p.add_argument("--verifier",
+                   help="--strategy best_of_n / weighted_majority: a verifier folder (algorithm: verifier)")
+    p.add_argument("--revise_rounds", type=int, default=2, help="--strategy revise: self-correction rounds")
     p.add_argument("--no_progress", action="store_true")
     return p
 
@@ -301,19 +349,39 @@ def parse_args(argv: list[str]) -> EvalArgs:
     if "task" not in values:
         build_parser().error("give --task NAME or --preset NAME")
     args = EvalArgs(model=ns.model, adapter=ns.adapter, merge=ns.merge, path=ns.path, split=ns.split, limit=ns.limit,
-                    batch_size=ns.batch_size, greedy=not ns.no_greedy, top_p=ns.top_p, top_k=ns.top_k,
-                    min_p=ns.min_p, repetition_penalty=ns.repetition_penalty, cot=ns.cot,
+                    batch_size=ns.batch_size, greedy=not ns.no_greedy, sampled=not ns.no_sampled, top_p=ns.top_p,
+                    top_k=ns.top_k, min_p=ns.min_p, repetition_penalty=ns.repetition_penalty, cot=ns.cot,
                     branches=ns.branches, two_attempts=ns.two_attempts,
                     correction_instruction=ns.correction_instruction, dtype=ns.dtype, seed=ns.seed,
                     system_prompt=ns.system_prompt, answer_instruction=ns.answer_instruction,
                     task_options=ns.task_options, output_dir=ns.output_dir, progress=not ns.no_progress,
                     faithfulness=ns.faithfulness, tools=ns.tools, max_tool_calls=ns.max_tool_calls,
-                    tool_timeout=ns.tool_timeout, **values)
+                    tool_timeout=ns.tool_timeout, strategy=ns.strategy, verifier=ns.verifier,
+                    revise_rounds=ns.revise_rounds, **values)
     if args.n > 0 and max(args.ks) > args.n:
         if ns.ks is not None:
             build_parser().error(f"--ks {','.join(map(str, args.ks))}: every k must be <= --n {args.n}")
         args.ks = tuple(k for k in args.ks if k <= args.n) or (1,)  # default ks, smaller --n
+    if args.strategy:
+        _check_strategy_flags(args)
+    elif args.verifier:
+        build_parser().error("--verifier scores samples for --strategy best_of_n or weighted_majority; add one")
     return args
+
+
+def _check_strategy_flags(args: EvalArgs) -> None:
+    """--strategy with what it needs (--verifier, a verifier folder there, --n, --revise_rounds), before any load."""
+    from rlreason.evaluation.strategies import check_strategies
+
+    try:
+        check_strategies(args.strategy, n=args.n, verifier=args.verifier, revise_rounds=args.revise_rounds)
+        if args.verifier:
+            from rewards.model import check_verifier_folder
+
+            check_verifier_folder(args.verifier)
+    except (ValueError, FileNotFoundError) as e:
+        message = str(e)
+        build_parser().error(message if message.startswith("--") else f"--verifier: {message}")
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from rlreason.evaluation.evaluate import (DEFAULT_REWARD, SHOWN_SAMPLES, as_rows, extract, generate_texts,
-                                          is_correct, is_math, prompt_text, resolve_reward, score)
+                                          generated_tokens, is_correct, is_math, prompt_text, resolve_reward, score)
 from rlreason.evaluation.metrics import attempt_changes, score_two_attempts
 from rlreason.rollout import SELF_CORRECTION_INSTRUCTION, generate_second_attempt
 
@@ -75,24 +75,31 @@ def two_attempt_metrics(correct_1, correct_2, texts_1: list[str], texts_2: list[
 
 
 def second_attempts(model, tokenizer, prompts: list, first: list[str], *, instruction: str,
-                    max_completion_length: int, batch_size: int, progress: bool = True) -> list[str]:
-    """Greedy attempt 2 after each attempt 1, split across the processes of a run and gathered."""
+                    max_completion_length: int, batch_size: int, progress: bool = True, desc: str = "attempt 2",
+                    token_counts: list | None = None) -> list[str]:
+    """Greedy attempt 2 after each attempt 1, split across the processes of a run and gathered; each attempt 2's
+    generated tokens are appended to `token_counts` when given."""
     from rlreason.ranks import is_main, map_across_ranks
 
-    def share_of(pairs: list) -> list[str]:
-        texts: list[str] = []
-        for start in tqdm(range(0, len(pairs), batch_size), desc="attempt 2", disable=not (progress and is_main()),
+    def share_of(pairs: list) -> list[tuple[str, int]]:
+        out: list[tuple[str, int]] = []
+        for start in tqdm(range(0, len(pairs), batch_size), desc=desc, disable=not (progress and is_main()),
                           unit="batch"):
             chunk = pairs[start:start + batch_size]
-            texts += generate_second_attempt(model, tokenizer, [p for p, _ in chunk], [f for _, f in chunk],
-                                             instruction=instruction, do_sample=False,
-                                             max_completion_length=max_completion_length).texts
-        return texts
+            rollout = generate_second_attempt(model, tokenizer, [p for p, _ in chunk], [f for _, f in chunk],
+                                              instruction=instruction, do_sample=False,
+                                              max_completion_length=max_completion_length)
+            counts = generated_tokens(rollout) if token_counts is not None else [0] * len(rollout.texts)
+            out += list(zip(rollout.texts, counts))
+        return out
 
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            return map_across_ranks(share_of, list(zip(prompts, first)))
+            pairs = map_across_ranks(share_of, list(zip(prompts, first)))
     finally:
         model.train(was_training)
+    if token_counts is not None:
+        token_counts.extend(c for _, c in pairs)
+    return [t for t, _ in pairs]

@@ -126,8 +126,9 @@ def load_policy_for_training(args, targs, path: str):
     return load_policy(path, dtype, args.attn_implementation)
 
 
-def lora_config(args):
-    """A peft LoraConfig from the recipe's lora_* keys, or None when use_peft is off."""
+def lora_config(args, task_type: str = "CAUSAL_LM"):
+    """A peft LoraConfig from the recipe's lora_* keys, or None when use_peft is off (task_type SEQ_CLS for the
+    verifier: peft then also trains and saves its score head)."""
     if not args.use_peft:
         return None
     from peft import LoraConfig
@@ -137,5 +138,5 @@ def lora_config(args):
         lora_alpha=args.lora_alpha,
         lora_dropout=args.lora_dropout,
         target_modules=args.lora_target_modules or "all-linear",
-        task_type="CAUSAL_LM",
+        task_type=task_type,
     )
