@@ -14,6 +14,7 @@ FROM_BASE = {"star"}  # stages that make their own weak start from the untrained
 OWN_SFT = {"score": "score_sft", "score_baselines": "score_sft"}
 OWN_BASE = ("tools",)  # stages with their own task and tiny base model (rlreason/demo_tools.py)
 RECIPELESS = ("score_baselines",)  # stages made of other stages' recipes (rlreason/demo_score.py)
+NOT_STAGES = ("verifier",)  # demo recipes run with `rlreason train` that make no policy to evaluate as a stage
 # stages evaluated on problems of their own (SCoRe's: a harder level, more problems), not on the SFT stage's
 OWN_PROBLEMS = OWN_BASE + ("score", "score_baselines")
 
@@ -29,7 +30,8 @@ def available_algorithms() -> list[str]:
     """Stages that can follow SFT: every algorithm with a demo recipe."""
     from rlreason.algorithms import ALGORITHMS
 
-    return [a for a in ALGORITHMS if a != "sft" and (RECIPES / f"{a}.yaml").is_file()] + list(OWN_BASE + RECIPELESS)
+    return [a for a in ALGORITHMS if a not in ("sft", *NOT_STAGES) and (RECIPES / f"{a}.yaml").is_file()] + \
+        list(OWN_BASE + RECIPELESS)
 
 
 def _stage_from_run(name: str, output_dir: str, seconds: float) -> dict:
@@ -134,6 +136,9 @@ def _choose(algorithms: str | None) -> list[str]:
         return [a for a in ("grpo",) if a in available]
     names = [a.strip() for a in algorithms.split(",") if a.strip()]
     for name in names:
+        if name in NOT_STAGES:
+            raise RecipeError(f"--algorithms: '{name}' makes no policy to evaluate as a demo stage; after the demo "
+                              f"run `rlreason train recipes/demo/{name}.yaml`")
         if name not in available:
             raise RecipeError(f"--algorithms: unknown stage '{name}': valid choices are {', '.join(available) or 'none yet'}")
     return names

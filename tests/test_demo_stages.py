@@ -45,3 +45,14 @@ def test_stages_start_from_sft_or_from_the_untrained_model(tmp_path, trained):
     assert [s["name"] for s in stages] == ["base", "sft", "grpo", "star", "score"]
     assert trained == [("sft", base), ("grpo", sft), ("star", base), ("sft", sft),  # score's own SFT first
                        ("score", str(tmp_path / "score_sft"))]
+
+
+def test_the_verifier_recipe_is_not_a_demo_stage(tmp_path, trained):
+    """recipes/demo/verifier.yaml trains a verifier, not a policy: --algorithms verifier is refused before any run."""
+    from rlreason.config import RecipeError
+    from rlreason.demo import available_algorithms
+
+    assert "verifier" not in available_algorithms()
+    with pytest.raises(RecipeError, match="rlreason train recipes/demo/verifier.yaml"):
+        run_demo("verifier", output_dir=str(tmp_path))
+    assert trained == []
