@@ -222,7 +222,8 @@ def run_eval(args: EvalArgs) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     title = f"{Path(args.adapter or args.model).name} on {args.task}"
-    result["plot"] = str(plot_accuracy_vs_k(result, out / "accuracy_vs_k.png", title=title))
+    if any(key in result for key in ("greedy", "sampled", "cot_decoding")):  # else the plot would be empty
+        result["plot"] = str(plot_accuracy_vs_k(result, out / "accuracy_vs_k.png", title=title))
     if "strategies" in result:
         from rlreason.evaluation.plots import plot_accuracy_vs_tokens
 
@@ -233,8 +234,8 @@ def run_eval(args: EvalArgs) -> dict:
 
         result["faithfulness_plot"] = str(plot_faithfulness(result["faithfulness"], out / "faithfulness.png"))
     print_table(result, title)
-    plots = " and ".join(result[key] for key in ("plot", "strategies_plot") if key in result)
-    print(f"wrote {out / 'eval.json'} and {plots}")
+    print("wrote", " and ".join([str(out / "eval.json")] + [result[key] for key in ("plot", "strategies_plot",
+                                                                                 "faithfulness_plot") if key in result]))
     return result
 
 
