@@ -73,9 +73,9 @@ def test_every_check_is_right_arithmetic_and_ok_exactly_on_right_lines():
             assert (verdict == "ok") == (i != k)
             width = max(len(undone), len(before))
             pairs = marks.split(" ")
-            assert [p[0] + p[2] for p in pairs] == [u + v for u, v in zip(undone[::-1].ljust(width, "0"),
-                                                                           before[::-1].ljust(width, "0"))]
-            assert all((p[1] == "=") == (p[0] == p[2]) for p in pairs) and ("x" in marks) == (verdict == "wrong")
+            assert [p[:2] for p in pairs] == [u + v for u, v in zip(undone[::-1].ljust(width, "0"),
+                                                                     before[::-1].ljust(width, "0"))]
+            assert all((p[2] == "=") == (p[0] == p[1]) for p in pairs) and ("x" in marks) == (verdict == "wrong")
         rest = [line for line in target.splitlines() if not line.startswith("check ")]
         assert rest[-1] == solution.splitlines()[-1]  # the target's answer is always the right one
         if k is not None:

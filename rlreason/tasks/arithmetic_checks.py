@@ -12,7 +12,7 @@ Its checked correction undoes each line's operation on the line's result, with t
 problem, sets the outcome beside the value the line started from, compares the two digit by digit, and rewrites
 from the first line that fails::
 
-    check 142-85: 12-5=7, 14-8-1=5, 1-0-1=0 -> 57 vs 47 (7=7 5x4) wrong
+    check 142-85: 12-5=7, 14-8-1=5, 1-0-1=0 -> 57 vs 47 (77= 54x) wrong
     47+85: 7+5=12, 4+8+1=13 -> 132
     132-19: 12-9=3, 3-1-1=1, 1-0=1 -> 113
     #### 113
@@ -120,7 +120,7 @@ def attempt_with_slip(numbers: list[int], ops: list[str], rng: random.Random, tr
 def check_line(written_before: int, op: str, b: int, written_result: int) -> str:
     """The check of one line: its result with the operation undone by the problem's own operand `b` (read again
     from the problem, so a misread operand shows), set beside the value the line started from (`vs`), then the two
-    compared digit by digit from the units (`7=7` a match, `5x4` a mismatch) and the verdict, `ok` when every digit
+    compared digit by digit from the units (`77=` a match, `54x` a mismatch) and the verdict, `ok` when every digit
     matches. An addition is undone by a column subtraction, a subtraction by a column addition."""
     undone = _column_sub(written_result, b) if op == "+" else _column_add(written_result, b)
     recovered = written_result - b if op == "+" else written_result + b
@@ -129,12 +129,14 @@ def check_line(written_before: int, op: str, b: int, written_result: int) -> str
 
 
 def digit_marks(x: int, y: int) -> str:
-    """`x` and `y` compared digit by digit from the units, the shorter padded with zeros: `7=7 5x4` for 57 and 47.
-    Each mark needs only the two digits beside it, and the verdict only whether an `x` was written: a tiny model
-    did not learn to compare two whole numbers for a verdict (it said `ok` to nearly every wrong line)."""
+    """`x` and `y` compared digit by digit from the units, the shorter padded with zeros: `77= 54x` for 57 and 47.
+    Each mark comes after the two digits it compares, so it needs only the two tokens before it, and the verdict
+    only whether an `x` was written: a tiny model did not learn to compare two whole numbers for a verdict (it said
+    `ok` to nearly every wrong line), and with the mark between the digits (`7=7 3x3`, written before the second
+    digit) it marked 42 of 56 falsely flagged right attempts `x` between two equal digits."""
     a, b = str(x)[::-1], str(y)[::-1]
     width = max(len(a), len(b))
-    return " ".join(f"{p}{'=' if p == q else 'x'}{q}" for p, q in zip(a.ljust(width, "0"), b.ljust(width, "0")))
+    return " ".join(f"{p}{q}{'=' if p == q else 'x'}" for p, q in zip(a.ljust(width, "0"), b.ljust(width, "0")))
 
 
 def checked_correction(numbers: list[int], ops: list[str], slip_at: int | None, first_attempt: str) -> str:
